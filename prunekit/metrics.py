@@ -1,0 +1,195 @@
+"""What to measure: parameters, non-zeros, MACs, size and latency.
+
+These numbers disagree on purpose: unstructured pruning cuts non-zeros and *effective*
+MACs (the multiply-accumulates with a non-zero weight) but not the dense MACs a normal
+kernel executes, nor the latency; structured pruning cuts all of them. Blalock et al.
+(2020) ask every paper to report several of them; so does this table.
+
+* MACs are counted with :class:`torch.utils.flop_counter.FlopCounterMode` on one forward
+  pass (1 MAC = 2 FLOPs for convolutions and matrix products). Effective MACs of a
+  Conv/Linear layer = dense MACs x (non-zero weights / weights): exact for unstructured
+  sparsity with a kernel that skips zeros, which a dense kernel does not do.
+* Size: bytes of all parameters and buffers stored densely (masks excluded, as after
+  :func:`prunekit.remove_masks`), and the sparse size if each pruned tensor is stored as
+  its non-zero values plus a 1-bit-per-weight bitmap.
+* Latency: :class:`torch.utils.benchmark.Timer`, median and interquartile range.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .targets import PRUNABLE_TYPES, all_parameters
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    name: str
+    kind: str
+    params: int
+    nonzeros: int
+    macs: int
+    effective_macs: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzeros / self.params if self.params else 0.0
+
+
+@dataclass
+class Summary:
+    """Per-layer and total counts for a model; ``print(summary)`` shows a table."""
+
+    layers: list[LayerStats]
+    params: int
+    nonzeros: int
+    macs: int
+    effective_macs: int
+    size_bytes: int
+    sparse_size_bytes: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.nonzeros / self.params if self.params else 0.0
+
+    def table(self) -> str:
+        head = f"{'layer':<24}{'type':<12}{'params':>10}{'nonzeros':>10}{'sparsity':>10}{'MACs':>12}{'eff. MACs':>12}"
+        lines = [head, "-" * len(head)]
+        for r in self.layers:
+            lines.append(f"{r.name:<24}{r.kind:<12}{r.params:>10,}{r.nonzeros:>10,}{r.sparsity:>10.1%}"
+                         f"{r.macs:>12,}{r.effective_macs:>12,}")
+        lines.append("-" * len(head))
+        lines.append(f"{'total':<36}{self.params:>10,}{self.nonzeros:>10,}{self.sparsity:>10.1%}"
+                     f"{self.macs:>12,}{self.effective_macs:>12,}")
+        lines.append(f"size: {self.size_bytes:,} bytes dense, {self.sparse_size_bytes:,} bytes sparse "
+                     f"(non-zero values + 1-bit mask)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def _repr_pretty_(self, p, cycle) -> None:  # IPython display
+        p.text(self.table())
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (a masked ``weight`` counts once)."""
+    return sum(t.parameter.numel() for t in all_parameters(model).values())
+
+
+def count_nonzeros(model: nn.Module) -> int:
+    """Number of non-zero effective parameters (``orig * mask`` for masked ones)."""
+    return sum(int(torch.count_nonzero(t.tensor.detach())) for t in all_parameters(model).values())
+
+
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """Fraction of zeros in each Linear/Conv weight, by parameter name."""
+    return {n: 1.0 - int(torch.count_nonzero(t.tensor.detach())) / t.parameter.numel()
+            for n, t in all_parameters(model).items()
+            if isinstance(t.module, PRUNABLE_TYPES) and t.attr == "weight"}
+
+
+def count_macs(model: nn.Module, example_inputs) -> tuple[int, dict[str, int]]:
+    """Dense MACs of one forward pass: (total, {module_name: MACs}) for modules with MACs."""
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(*args)
+    counts = counter.get_flop_counts()
+    total = sum(counts.get("Global", {}).values()) // 2
+    per_module: dict[str, int] = {}
+    root = type(model).__name__
+    for key, ops in counts.items():
+        if key == "Global" or key == root:
+            continue
+        name = key[len(root) + 1:] if key.startswith(root + ".") else key
+        per_module[name] = sum(ops.values()) // 2
+    return total, per_module
+
+
+def summary(model: nn.Module, example_inputs) -> Summary:
+    """Per-layer params, non-zeros, sparsity, dense and effective MACs; model size.
+
+    ``example_inputs`` is a tensor (or a tuple of tensors) for one forward pass; the
+    batch size scales the MACs, so pass a single example to get per-sample MACs.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(example_inputs, (torch.Tensor, tuple)):
+        raise TypeError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
+    total_macs, per_module = count_macs(model, example_inputs)
+    params = all_parameters(model)
+    by_module: dict[str, list] = {}
+    for name, t in params.items():
+        mod_name = name.rsplit(".", 1)[0] if "." in name else ""
+        by_module.setdefault(mod_name, []).append(t)
+
+    layers, saved = [], 0
+    for mod_name, ts in by_module.items():
+        module = ts[0].module
+        n = sum(t.parameter.numel() for t in ts)
+        nz = sum(int(torch.count_nonzero(t.tensor.detach())) for t in ts)
+        macs = per_module.get(mod_name, 0)
+        eff = macs
+        if isinstance(module, PRUNABLE_TYPES):
+            w = module.weight.detach()
+            eff = round(macs * int(torch.count_nonzero(w)) / w.numel())
+        saved += macs - eff
+        layers.append(LayerStats(mod_name or "(root)", type(module).__name__, n, nz, macs, eff))
+
+    size = sparse = 0
+    for t in params.values():
+        dense_b = t.parameter.numel() * t.parameter.element_size()
+        nz = int(torch.count_nonzero(t.tensor.detach()))
+        size += dense_b
+        sparse += min(dense_b, nz * t.parameter.element_size() + math.ceil(t.parameter.numel() / 8))
+    for bname, b in model.named_buffers():
+        if bname.endswith("_mask"):
+            continue
+        size += b.numel() * b.element_size()
+        sparse += b.numel() * b.element_size()
+    return Summary(layers, sum(r.params for r in layers), sum(r.nonzeros for r in layers),
+                   total_macs, total_macs - saved, size, sparse)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Latency of a forward pass in seconds: median and interquartile range."""
+
+    median: float
+    iqr: float
+    runs: int
+    threads: int
+
+    def __str__(self) -> str:
+        return f"{self.median * 1e3:.3f} ms (IQR {self.iqr * 1e3:.3f} ms, {self.runs} runs, {self.threads} thread(s))"
+
+
+def latency(model: nn.Module, example_inputs, *, threads: int = 1, min_run_time: float = 0.5) -> Timing:
+    """Time ``model(example_inputs)`` under ``no_grad`` with :mod:`torch.utils.benchmark`.
+
+    The model is used as it is (call ``model.eval()`` first for inference numbers).
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    if not (isinstance(min_run_time, (int, float)) and min_run_time > 0):
+        raise ValueError(f"min_run_time must be a positive number of seconds, got {min_run_time!r}")
+    # torch.utils.benchmark imports cpp_extension, which logs a CUDA warning on CPU-only machines
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    timer = benchmark.Timer(
+        stmt="with torch.no_grad(): model(*args)",
+        globals={"model": model, "args": args, "torch": torch},
+        num_threads=threads,
+    )
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return Timing(m.median, m.iqr, len(m.times), threads)
