@@ -1,0 +1,31 @@
+"""Small models shared by the unit tests."""
+
+import torch
+from torch import nn
+
+
+def tiny_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 3 * 3, 10),
+    )
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything an erroneous call must leave untouched: tensors, names and hooks."""
+    return {
+        "state": {k: v.clone() for k, v in model.state_dict().items()},
+        "params": [n for n, _ in model.named_parameters()],
+        "hooks": [len(m._forward_pre_hooks) for m in model.modules()],
+    }
+
+
+def assert_untouched(model: nn.Module, snap: dict) -> None:
+    now = snapshot(model)
+    assert now["params"] == snap["params"]
+    assert now["hooks"] == snap["hooks"]
+    assert now["state"].keys() == snap["state"].keys()
+    for k in snap["state"]:
+        assert torch.equal(now["state"][k], snap["state"][k]), k

@@ -1,0 +1,47 @@
+"""The data-free criteria: magnitude and random."""
+
+import torch
+
+import prunekit as pk
+from helpers import assert_untouched, snapshot, tiny_cnn
+
+
+def test_available_describes_each_criterion():
+    avail = pk.criteria.available()
+    assert {"magnitude", "random"} <= set(avail)
+    for c in avail.values():
+        assert c.description and c.needs_data in (True, False)
+
+
+def test_magnitude_is_abs_of_effective_weight():
+    model = tiny_cnn()
+    snap = snapshot(model)
+    scores = pk.score(model, "magnitude")
+    assert_untouched(model, snap)
+    params = dict(model.named_parameters())
+    assert list(scores) == ["0.weight", "3.weight", "6.weight"]
+    for n, s in scores.items():
+        assert torch.equal(s, params[n].detach().abs())
+        assert not s.requires_grad
+    masks = pk.prune(model, 0.5)
+    again = pk.score(model, "MAGNITUDE")  # case-insensitive; masked weights score 0
+    for n in masks:
+        assert torch.all(again[n][~masks[n]] == 0)
+        assert torch.equal(again[n][masks[n]], scores[n][masks[n]])
+
+
+def test_random_is_seeded_and_uniform():
+    model = tiny_cnn()
+    a, b, c = (pk.score(model, "random", seed=s) for s in (0, 0, 1))
+    for n in a:
+        assert torch.equal(a[n], b[n])
+        assert not torch.equal(a[n], c[n])
+    flat = torch.cat([s.flatten() for s in a.values()])
+    assert 0 <= flat.min() and flat.max() < 1 and abs(flat.mean().item() - 0.5) < 0.05
+
+
+def test_random_pruning_is_not_magnitude_pruning():
+    m1, m2 = tiny_cnn(), tiny_cnn()
+    a = pk.prune(m1, 0.5, criterion="random")
+    b = pk.prune(m2, 0.5, criterion="magnitude")
+    assert any(not torch.equal(a[n], b[n]) for n in a)

@@ -1,0 +1,59 @@
+"""summary(): params, non-zeros and MACs against hand computation; latency()."""
+
+import torch
+from torch import nn
+
+import prunekit as pk
+from helpers import tiny_cnn
+
+
+def test_summary_counts_match_hand_computation():
+    model = tiny_cnn()
+    x = torch.randn(1, 3, 8, 8)
+    s = pk.summary(model, x)
+    conv0 = 8 * 3 * 3 * 3 * 8 * 8          # Cout*Cin*k*k*Hout*Wout
+    conv3 = 16 * 8 * 3 * 3 * 3 * 3         # stride 2, no padding: 8 -> 3
+    fc = 144 * 10
+    rows = {r.name: r for r in s.layers}
+    assert rows["0"].macs == conv0 and rows["3"].macs == conv3 and rows["6"].macs == fc
+    assert s.macs == conv0 + conv3 + fc
+    assert s.params == sum(p.numel() for p in model.parameters())
+    assert s.size_bytes == 4 * s.params + sum(b.numel() * b.element_size() for b in model.buffers())
+    assert s.effective_macs == s.macs
+
+
+def test_summary_after_pruning():
+    model = tiny_cnn()
+    x = torch.randn(1, 3, 8, 8)
+    dense = pk.summary(model, x)
+    masks = pk.prune(model, 0.75, scope="layer")
+    s = pk.summary(model, x)
+    rows = {r.name: r for r in s.layers}
+    for n, m in masks.items():
+        layer = n.rsplit(".", 1)[0]
+        kept = int(m.sum())
+        assert rows[layer].nonzeros == kept + int(torch.count_nonzero(getattr(model[int(layer)], "bias")))
+        assert rows[layer].effective_macs == round(rows[layer].macs * kept / m.numel())
+    assert s.macs == dense.macs                       # dense kernels do the same work
+    assert s.effective_macs < 0.3 * dense.macs
+    assert s.params == dense.params and s.nonzeros < dense.nonzeros
+    assert s.size_bytes == dense.size_bytes           # masks are not counted
+    assert s.sparse_size_bytes < 0.5 * s.size_bytes
+    assert "total" in str(s)
+    assert abs(pk.layer_sparsity(model)["0.weight"] - 0.75) < 0.01
+
+
+def test_count_helpers_and_macs_scale_with_batch():
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))
+    assert pk.count_params(model) == 5 * 7 + 7 + 7 * 2 + 2
+    one, _ = pk.count_macs(model, torch.randn(1, 5))
+    four, per = pk.count_macs(model, torch.randn(4, 5))
+    assert one == 5 * 7 + 7 * 2 and four == 4 * one and per["0"] == 4 * 35
+    pk.prune(model, 0.5)
+    assert pk.count_nonzeros(model) == pk.count_params(model) - round(0.5 * 49)
+
+
+def test_latency_returns_a_timing():
+    t = pk.latency(nn.Linear(16, 16), torch.randn(1, 16), min_run_time=0.05)
+    assert t.median > 0 and t.iqr >= 0 and t.runs >= 1 and t.threads == 1
+    assert "ms" in str(t)
