@@ -1,0 +1,311 @@
+"""The built site: it builds with zero warnings, loads nothing from third parties,
+shows no JavaScript errors in a browser, renders math with the vendored MathJax, and its
+sliders move without a kernel.
+
+The book is built once per session with ``jupyter-book build . -W`` into a temporary
+directory. The browser tests need Chromium (Debian's ``/usr/bin/chromium``, or the path in
+``$CHROMIUM``); without it they are skipped, except under CI (``CI=true``), where that is a
+failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.site
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CHAPTER_1 = "book/01_introduction.html"
+INTRO = "book/intro.html"
+# <link rel=...> values that make the browser fetch something
+LOADING_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "shortcut", "manifest",
+                "apple-touch-icon", "dns-prefetch", "preconnect", "mask-icon"}
+
+
+def _jupyter_book() -> list[str]:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("jupyter-book")
+    if found:
+        return [found]
+    pytest.fail("jupyter-book is not installed (pip install -r requirements.txt)")
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """Build the book once (``jupyter-book build . -W``); return the html directory."""
+    out = tmp_path_factory.mktemp("site")
+    env = dict(os.environ, MPLBACKEND="Agg")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    proc = subprocess.run(
+        _jupyter_book() + ["build", str(ROOT), "-W", "--path-output", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"jupyter-book build . -W failed (exit {proc.returncode}):\n"
+                    f"{proc.stdout[-8000:]}\n{proc.stderr[-8000:]}", pytrace=False)
+    html = out / "_build" / "html"
+    assert (html / "index.html").exists(), proc.stdout[-4000:]
+    return html
+
+
+# ---------------------------------------------------------------------------------------
+# static checks of the built HTML
+
+
+class _Refs(HTMLParser):
+    """Every URL a page makes the browser load (scripts, styles, icons, images, frames)."""
+
+    def __init__(self):
+        super().__init__()
+        self.loads: list[tuple[str, str]] = []  # (tag, url)
+        self.scripts: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "script" and a.get("src"):
+            self.loads.append((tag, a["src"]))
+            self.scripts.append(a["src"])
+        elif tag == "link" and a.get("href"):
+            rels = set((a.get("rel") or "").lower().split())
+            if rels & LOADING_RELS:
+                self.loads.append((tag, a["href"]))
+        elif tag in ("img", "iframe", "audio", "video", "source", "embed") and a.get("src"):
+            self.loads.append((tag, a["src"]))
+
+
+def _refs(path: Path) -> _Refs:
+    p = _Refs()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def _is_third_party(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") or url.startswith("//")
+
+
+def test_pages_exist(site):
+    for page in (INTRO, CHAPTER_1, "index.html", "search.html"):
+        assert (site / page).is_file(), page
+    assert "Pruning, hands-on" in (site / INTRO).read_text(encoding="utf-8")
+    assert "<h1>Introduction" in (site / CHAPTER_1).read_text(encoding="utf-8")
+
+
+def test_no_third_party_resources(site):
+    offenders = []
+    for page in sorted(site.rglob("*.html")):
+        for tag, url in _refs(page).loads:
+            if _is_third_party(url):
+                offenders.append(f"{page.relative_to(site)}: <{tag}> {url}")
+    assert not offenders, "pages load third-party resources:\n" + "\n".join(offenders)
+
+
+def test_mathjax_is_vendored(site):
+    scripts = _refs(site / INTRO).scripts
+    mathjax = [s for s in scripts if "mathjax" in s.lower() or "tex-" in s]
+    assert mathjax, f"no MathJax script on the landing page: {scripts}"
+    for src in mathjax:
+        assert not _is_third_party(src), src
+        local = (site / "book" / src.split("?")[0]).resolve()
+        assert local.is_file(), f"{src} is not in the built site"
+    fonts = list((site / "_static" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))
+    assert len(fonts) > 10
+
+
+def test_chapter_shows_static_slider_not_widget_view(site):
+    text = (site / CHAPTER_1).read_text(encoding="utf-8")
+    assert 'class="pk-slider"' in text
+    assert "application/vnd.jupyter.widget-view+json" not in text
+    assert "widgets/dist" not in text and "require.js" not in text  # no widget JS
+
+
+# ---------------------------------------------------------------------------------------
+# browser tests
+
+
+@pytest.fixture(scope="session")
+def server(site):
+    """Serve the built site on 127.0.0.1 (ephemeral port)."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    missing = None
+    if not Path(CHROMIUM).exists():
+        missing = f"Chromium not found at {CHROMIUM} (apt-get install -y chromium, or set $CHROMIUM)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "playwright is not installed (pip install -r requirements.txt)"
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{missing}; CI=true, so the browser test must run", pytrace=False)
+        pytest.skip(missing)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class PageLog:
+    """Everything that went wrong while a page loaded."""
+
+    def __init__(self, base: str):
+        self.base_host = urlsplit(base).hostname
+        self.errors: list[str] = []
+        self.foreign: list[str] = []
+        self.requests: list[str] = []
+
+    def attach(self, context, page):
+        def route(r):
+            url = r.request.url
+            host = urlsplit(url).hostname
+            if urlsplit(url).scheme in ("http", "https") and host != self.base_host:
+                self.foreign.append(url)
+                return r.abort()
+            return r.continue_()
+
+        context.route("**/*", route)
+        page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text} @ {m.location}"))
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url} {r.failure}"))
+        page.on("request", lambda r: self.requests.append(r.url))
+        page.on("response", lambda r: r.status >= 400 and self.errors.append(f"HTTP {r.status}: {r.url}"))
+
+
+def _open(browser, server, path, **context_args):
+    context = browser.new_context(**context_args)
+    page = context.new_page()
+    log = PageLog(server)
+    log.attach(context, page)
+    page.goto(f"{server}/{path}", wait_until="load")
+    return context, page, log
+
+
+def _wait_for_mathjax(page, log):
+    try:
+        page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise",
+                               timeout=20000)
+        page.evaluate("() => MathJax.startup.promise")
+    except Exception as exc:  # report why (e.g. MathJax requested from a CDN)
+        pytest.fail(f"MathJax did not start: {exc}\nrequests that left 127.0.0.1: {log.foreign}\n"
+                    f"errors: {log.errors}", pytrace=False)
+
+
+def _assert_clean(page, log):
+    page.wait_for_load_state("networkidle")
+    assert not log.foreign, "requests left 127.0.0.1:\n" + "\n".join(log.foreign)
+    assert not log.errors, "console errors / failed requests:\n" + "\n".join(log.errors)
+    for url in log.requests:
+        parts = urlsplit(url)
+        assert parts.scheme in ("data", "blob", "about") or parts.hostname == log.base_host, url
+
+
+def _visible_frames(page):
+    return page.eval_on_selector_all(
+        ".pk-slider .pk-slider-frame",
+        "fs => fs.map((f, i) => [i, !f.hidden && getComputedStyle(f).display !== 'none', f.naturalWidth])",
+    )
+
+
+def test_landing_page_renders_math_offline(browser, server):
+    context, page, log = _open(browser, server, INTRO)
+    try:
+        _wait_for_mathjax(page, log)
+        assert page.locator("mjx-container").count() >= 2
+        assert page.locator("mjx-merror").count() == 0  # no TeX errors
+        # the CommonHTML fonts came from the vendored copy
+        assert any("/_static/mathjax/output/chtml/fonts/woff-v2/" in u for u in log.requests)
+        # citations resolved to the page's bibliography
+        assert page.locator("a[href^='#id']").count() >= 5
+        _assert_clean(page, log)
+    finally:
+        context.close()
+
+
+def test_chapter_slider_moves_without_kernel(browser, server):
+    context, page, log = _open(browser, server, CHAPTER_1)
+    try:
+        _wait_for_mathjax(page, log)
+        sliders = page.locator(".pk-slider")
+        assert sliders.count() >= 1
+        slider = sliders.first
+        inp = slider.locator(".pk-slider-input")
+        label = slider.locator(".pk-slider-value")
+        n = slider.locator(".pk-slider-frame").count()
+        assert n >= 2
+
+        def state():
+            frames = [f for f in _visible_frames(page)[:n] if f[1]]
+            assert len(frames) == 1, f"exactly one frame must be visible: {frames}"
+            i, _, natural_width = frames[0]
+            assert natural_width > 0, "visible frame did not decode"
+            src = slider.locator(".pk-slider-frame").nth(i).get_attribute("src")
+            return i, src, label.inner_text().strip()
+
+        i0, src0, text0 = state()
+        start = int(inp.get_attribute("value"))
+        assert i0 == start
+
+        # move it like a reader: keyboard
+        inp.focus()
+        page.keyboard.press("ArrowRight")
+        i1, src1, text1 = state()
+        assert i1 == i0 + 1 and src1 != src0 and text1 != text0
+        alt = slider.locator(".pk-slider-frame").nth(i1).get_attribute("alt")
+        assert alt.endswith(text1)
+
+        # and programmatically: set the value, fire the input event
+        inp.evaluate(f"(el) => {{ el.value = {n - 1}; el.dispatchEvent(new Event('input', {{bubbles: true}})); }}")
+        i2, src2, text2 = state()
+        assert i2 == n - 1 and src2 not in (src0, src1) and text2 not in (text0, text1)
+        assert inp.get_attribute("aria-valuetext") == text2
+        _assert_clean(page, log)
+    finally:
+        context.close()
+
+
+def test_slider_default_frame_without_javascript(browser, server):
+    context, page, log = _open(browser, server, CHAPTER_1, java_script_enabled=False)
+    try:
+        frames = page.locator(".pk-slider").first.locator(".pk-slider-frame")
+        visible = [i for i in range(frames.count()) if frames.nth(i).is_visible()]
+        default = int(page.locator(".pk-slider-input").first.get_attribute("value"))
+        assert visible == [default]
+        assert not log.foreign
+    finally:
+        context.close()
