@@ -1,0 +1,242 @@
+"""Small pretrained checkpoints that ship inside the package.
+
+Each checkpoint is a float32 ``state_dict`` in ``prunekit/checkpoints/<name>.pt``;
+``prunekit/checkpoints/zoo.json`` records, per name, the model class and its constructor
+arguments, the dataset and its arguments, the training recipe and the test accuracy measured
+when the checkpoint was built. Every checkpoint is reproducible with one command::
+
+    python -m prunekit.zoo build mlp-digits     # or: build all / list / info NAME
+
+Typical use in a notebook::
+
+    from prunekit import zoo
+    model = zoo.load("cnn-shapes")               # eval mode, no training needed
+    train_loader, test_loader = zoo.loaders("cnn-shapes")
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import data as _data
+from . import models as _models
+from .train import evaluate, set_seed, train
+
+__all__ = ["RECIPES", "CHECKPOINT_DIR", "available", "info", "load", "loaders", "build", "main"]
+
+CHECKPOINT_DIR: Path = Path(__file__).resolve().parent / "checkpoints"
+_INDEX = "zoo.json"
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {
+    "MLP": _models.MLP,
+    "SmallCNN": _models.SmallCNN,
+    "ResNet": _models.ResNet,
+}
+_DATASETS: dict[str, Callable[..., tuple[Any, Any]]] = {
+    "digits": _data.digits,
+    "shapes": _data.shapes,
+}
+
+# The recipes are the source of truth for `build`; zoo.json stores a copy plus the results.
+RECIPES: dict[str, dict[str, Any]] = {
+    "mlp-digits": {
+        "description": "MLP 64-128-64-10 on scikit-learn's 8x8 digits",
+        "model": "MLP",
+        "model_kwargs": {"in_features": 64, "hidden": [128, 64], "num_classes": 10},
+        "dataset": "digits",
+        "dataset_kwargs": {"batch_size": 64, "test_fraction": 0.25, "seed": 0},
+        "recipe": {"epochs": 20, "lr": 0.003, "optimizer": "adam", "weight_decay": 0.0,
+                   "lr_schedule": "cosine", "seed": 0},
+    },
+    "cnn-digits": {
+        "description": "VGG-style SmallCNN (16-32-64, BatchNorm) on scikit-learn's 8x8 digits",
+        "model": "SmallCNN",
+        "model_kwargs": {"in_channels": 1, "num_classes": 10, "widths": [16, 32, 64],
+                         "hidden": 64},
+        "dataset": "digits",
+        "dataset_kwargs": {"batch_size": 64, "test_fraction": 0.25, "seed": 0},
+        "recipe": {"epochs": 15, "lr": 0.003, "optimizer": "adam", "weight_decay": 0.0,
+                   "lr_schedule": "cosine", "seed": 0},
+    },
+    "cnn-shapes": {
+        "description": "VGG-style SmallCNN (16-32-64, BatchNorm) on the procedural shapes set",
+        "model": "SmallCNN",
+        "model_kwargs": {"in_channels": 3, "num_classes": 10, "widths": [16, 32, 64],
+                         "hidden": 64},
+        "dataset": "shapes",
+        "dataset_kwargs": {"n_train": 5000, "n_test": 1000, "batch_size": 64, "seed": 0},
+        "recipe": {"epochs": 4, "lr": 0.003, "optimizer": "adam", "weight_decay": 0.0,
+                   "lr_schedule": "cosine", "seed": 0},
+    },
+    "resnet-shapes": {
+        "description": "ResNet (16-32-64, one BasicBlock per stage) on the procedural shapes set",
+        "model": "ResNet",
+        "model_kwargs": {"in_channels": 3, "num_classes": 10, "widths": [16, 32, 64],
+                         "blocks_per_stage": 1},
+        "dataset": "shapes",
+        "dataset_kwargs": {"n_train": 5000, "n_test": 1000, "batch_size": 64, "seed": 0},
+        "recipe": {"epochs": 4, "lr": 0.003, "optimizer": "adam", "weight_decay": 0.0,
+                   "lr_schedule": "cosine", "seed": 0},
+    },
+}
+
+
+def _index_path(directory: Path) -> Path:
+    return directory / _INDEX
+
+
+def _read_index(directory: Path = CHECKPOINT_DIR) -> dict[str, dict[str, Any]]:
+    path = _index_path(directory)
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _write_index(index: dict[str, dict[str, Any]], directory: Path) -> None:
+    path = _index_path(directory)
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def available() -> list[str]:
+    """Names of the checkpoints shipped with the package (sorted)."""
+    index = _read_index()
+    return sorted(n for n, e in index.items() if (CHECKPOINT_DIR / e["file"]).is_file())
+
+
+def _check_name(name: Any, names: Sequence[str]) -> str:
+    if not isinstance(name, str) or name not in names:
+        raise ValueError(f"unknown checkpoint name {name!r}; available: {', '.join(names)}")
+    return name
+
+
+def info(name: str) -> dict[str, Any]:
+    """The ``zoo.json`` entry of ``name`` (a copy): model, dataset, recipe, test accuracy, ..."""
+    index = _read_index()
+    _check_name(name, available())
+    return copy.deepcopy(index[name])
+
+
+def _build_model(entry: dict[str, Any]) -> nn.Module:
+    return _MODELS[entry["model"]](**entry["model_kwargs"])
+
+
+def load(name: str) -> nn.Module:
+    """Build the model of checkpoint ``name``, load its weights and return it in eval mode.
+
+    Weights are read with ``torch.load(..., weights_only=True)`` from the package's files.
+    """
+    entry = info(name)
+    model = _build_model(entry)
+    state = torch.load(CHECKPOINT_DIR / entry["file"], map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def loaders(name: str, **overrides: Any) -> tuple[Any, Any]:
+    """``(train_loader, test_loader)`` of the data checkpoint ``name`` was trained on.
+
+    Keyword arguments override the recorded dataset arguments (e.g. ``batch_size=256``).
+    """
+    entry = RECIPES[_check_name(name, sorted(RECIPES))]
+    return _DATASETS[entry["dataset"]](**{**entry["dataset_kwargs"], **overrides})
+
+
+def build(name: str, progress: bool = True, directory: str | os.PathLike | None = None) -> float:
+    """Retrain checkpoint ``name`` from its recipe, save it and record its test accuracy.
+
+    Writes ``<directory>/<name>.pt`` and updates ``<directory>/zoo.json`` (``directory``
+    defaults to the package's ``checkpoints/`` folder). Returns the test accuracy in [0, 1].
+    """
+    rec = copy.deepcopy(RECIPES[_check_name(name, sorted(RECIPES))])
+    out_dir = CHECKPOINT_DIR if directory is None else Path(directory)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recipe = rec["recipe"]
+    set_seed(recipe["seed"])
+    model = _build_model(rec)
+    train_loader, test_loader = _DATASETS[rec["dataset"]](**rec["dataset_kwargs"])
+    start = time.perf_counter()
+    history = train(
+        model,
+        train_loader,
+        epochs=recipe["epochs"],
+        lr=recipe["lr"],
+        optimizer=recipe["optimizer"],
+        weight_decay=recipe["weight_decay"],
+        lr_schedule=recipe["lr_schedule"],
+        seed=recipe["seed"],
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    accuracy = evaluate(model, test_loader)
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    file = f"{name}.pt"
+    torch.save(state, out_dir / file)
+    raw = (out_dir / file).read_bytes()
+    entry = {
+        **rec,
+        "file": file,
+        "test_accuracy": accuracy,
+        "num_parameters": _models.count_parameters(model),
+        "file_bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "train_seconds": round(seconds, 1),
+        "train_history": [{k: round(float(v), 6) for k, v in h.items()} for h in history],
+        "built_with": {"torch": torch.__version__.split("+")[0], "threads": torch.get_num_threads()},
+    }
+    index = _read_index(out_dir)
+    index[name] = entry
+    _write_index(index, out_dir)
+    return accuracy
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m prunekit.zoo {list, info NAME, build NAME|all [--quiet]}``."""
+    parser = argparse.ArgumentParser(prog="python -m prunekit.zoo", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the shipped checkpoints")
+    p_info = sub.add_parser("info", help="print a checkpoint's zoo.json entry")
+    p_info.add_argument("name")
+    p_build = sub.add_parser("build", help="retrain a checkpoint (or 'all') from its recipe")
+    p_build.add_argument("name", help=f"one of {', '.join(sorted(RECIPES))}, or 'all'")
+    p_build.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_build.add_argument("--dir", default=None, help="output folder (default: the package's)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            index = _read_index()
+            for n in available():
+                e = index[n]
+                print(f"{n:15s} {e['model']:9s} {e['dataset']:7s} "
+                      f"acc={100 * e['test_accuracy']:.2f}%  params={e['num_parameters']}")
+        elif args.command == "info":
+            print(json.dumps(info(args.name), indent=2))
+        else:
+            names = sorted(RECIPES) if args.name == "all" else [args.name]
+            for n in names:
+                acc = build(n, progress=not args.quiet, directory=args.dir)
+                print(f"{n}: test accuracy {100 * acc:.2f}%")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
