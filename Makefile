@@ -13,11 +13,13 @@ ifneq ($(SANITIZE),)
 PYTEST_ARGS += --nbval-sanitize-with $(SANITIZE)
 endif
 
-.PHONY: book test venv chromium clean help
+.PHONY: book test venv chromium notebooks lab clean help
 
 help:
 	@echo "make book   - set up $(VENV) and build the book (jupyter-book build . -W)"
 	@echo "make test   - set up $(VENV) (+ Chromium) and run all tests"
+	@echo "make notebooks - re-execute every notebook in book/ in place (store fresh outputs)"
+	@echo "make lab    - start JupyterLab on the notebooks"
 	@echo "make clean  - remove _build/"
 
 # The virtual environment; re-installed when requirements.txt or pyproject.toml change.
@@ -48,6 +50,13 @@ chromium:
 
 test: venv chromium
 	MPLBACKEND=Agg $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Re-execute notebooks in place after changing code they use (NB=book/xx.ipynb for one).
+notebooks: venv
+	$(BIN)/python scripts/execute_notebooks.py $(NB)
+
+lab: venv
+	$(BIN)/jupyter lab book/
 
 clean:
 	rm -rf _build

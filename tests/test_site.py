@@ -142,6 +142,18 @@ def test_chapter_shows_static_slider_not_widget_view(site):
     assert "widgets/dist" not in text and "require.js" not in text  # no widget JS
 
 
+def test_no_widget_state_embedded(site):
+    """Saved ipywidgets state would be embedded in the page (a second copy of every
+    slider's default frame, plus every widget model of the session), for nothing: the site
+    shows the static sliders."""
+    offenders = [str(p.relative_to(site)) for p in sorted(site.rglob("*.html"))
+                 if "application/vnd.jupyter.widget-state+json" in p.read_text(encoding="utf-8")]
+    assert not offenders, (
+        f"pages embed saved ipywidgets state: {offenders}. Re-execute those notebooks with "
+        "`make notebooks NB=book/<name>.ipynb` (stores no widget state), or delete "
+        "metadata.widgets from the .ipynb.")
+
+
 # ---------------------------------------------------------------------------------------
 # browser tests
 

@@ -1,0 +1,56 @@
+"""Re-execute book notebooks in place, so that their stored outputs are current.
+
+    .venv/bin/python scripts/execute_notebooks.py                 # every notebook in book/
+    .venv/bin/python scripts/execute_notebooks.py book/01_introduction.ipynb
+
+Each notebook runs in its own directory with the ``python3`` kernel and the inline
+matplotlib backend. To keep stored notebooks small and free of churn:
+
+* no ipywidgets state is stored in the notebook metadata (the site would otherwise embed it
+  in every page; ``prunekit.widgets.slider`` carries its own static ``text/html`` frames);
+* no per-cell execution timestamps are recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def execute(path: Path, timeout: int = 600) -> float:
+    nb = nbformat.read(path, as_version=4)
+    os.environ.pop("MPLBACKEND", None)  # stored outputs need the inline backend
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=nb.metadata.get("kernelspec", {}).get("name", "python3"),
+        resources={"metadata": {"path": str(path.parent)}},
+        store_widget_state=False,
+        record_timing=False,
+    )
+    start = time.perf_counter()
+    client.execute()
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str]) -> int:
+    paths = [Path(a) for a in argv] or sorted((ROOT / "book").glob("*.ipynb"))
+    for path in paths:
+        seconds = execute(path.resolve())
+        print(f"{path}: executed in {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
