@@ -158,15 +158,36 @@ def loaders(name: str, **overrides: Any) -> tuple[Any, Any]:
     return _DATASETS[entry["dataset"]](**{**entry["dataset_kwargs"], **overrides})
 
 
-def build(name: str, progress: bool = True, directory: str | os.PathLike | None = None) -> float:
+def build(
+    name: str,
+    progress: bool = True,
+    directory: str | os.PathLike | None = None,
+    threads: int | None = 1,
+) -> float:
     """Retrain checkpoint ``name`` from its recipe, save it and record its test accuracy.
 
     Writes ``<directory>/<name>.pt`` and updates ``<directory>/zoo.json`` (``directory``
     defaults to the package's ``checkpoints/`` folder). Returns the test accuracy in [0, 1].
+    Training runs on ``threads`` intra-op threads (default 1, restored afterwards): CPU
+    kernels may sum in a different order with another thread count, so the shipped
+    checkpoints were built, and are reproduced bit for bit on the same CPU, with one thread.
+    ``None`` keeps torch's current setting.
     """
     rec = copy.deepcopy(RECIPES[_check_name(name, sorted(RECIPES))])
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     out_dir = CHECKPOINT_DIR if directory is None else Path(directory)
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _build(name, rec, out_dir, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _build(name: str, rec: dict[str, Any], out_dir: Path, progress: bool) -> float:
     recipe = rec["recipe"]
     set_seed(recipe["seed"])
     model = _build_model(rec)
@@ -217,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_build.add_argument("name", help=f"one of {', '.join(sorted(RECIPES))}, or 'all'")
     p_build.add_argument("--quiet", action="store_true", help="no progress bars")
     p_build.add_argument("--dir", default=None, help="output folder (default: the package's)")
+    p_build.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
@@ -230,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             names = sorted(RECIPES) if args.name == "all" else [args.name]
             for n in names:
-                acc = build(n, progress=not args.quiet, directory=args.dir)
+                acc = build(n, progress=not args.quiet, directory=args.dir, threads=args.threads)
                 print(f"{n}: test accuracy {100 * acc:.2f}%")
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
