@@ -248,7 +248,7 @@ def _shape_masks(label: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return patch & tex
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)  # 5000 images take 61 MB: keep the cache modest
 def _render_shapes(n: int, seed: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Render ``n`` images from the random stream ``(seed, stream)``; cached."""
     rng = np.random.default_rng([seed, stream])
