@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN", "BasicBlock", "ResNet", "count_parameters"]
+__all__ = ["MLP", "SmallCNN", "BasicBlock", "ResNet"]
 
 
 def _check_widths(name: str, widths: Any, allow_empty: bool = False) -> tuple[int, ...]:
@@ -43,11 +43,6 @@ def _check_pos_int(name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of scalar parameters of ``model`` (dense count, zeros included)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 class MLP(nn.Sequential):

@@ -32,6 +32,7 @@ from torch import nn
 
 from . import data as _data
 from . import models as _models
+from .metrics import count_params
 from .train import evaluate, set_seed, train
 
 __all__ = ["RECIPES", "CHECKPOINT_DIR", "available", "info", "load", "loaders", "build", "main"]
@@ -214,7 +215,7 @@ def _build(name: str, rec: dict[str, Any], out_dir: Path, progress: bool) -> flo
         **rec,
         "file": file,
         "test_accuracy": accuracy,
-        "num_parameters": _models.count_parameters(model),
+        "num_parameters": count_params(model),
         "file_bytes": len(raw),
         "sha256": hashlib.sha256(raw).hexdigest(),
         "train_seconds": round(seconds, 1),

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from prunekit import models
-from prunekit.models import MLP, BasicBlock, ResNet, SmallCNN, count_parameters
+from prunekit.metrics import count_params as count_parameters
+from prunekit.models import MLP, BasicBlock, ResNet, SmallCNN
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -172,4 +173,4 @@ def test_resnet_property_any_widths(widths, blocks, in_channels):
 
 
 def test_module_exports():
-    assert set(models.__all__) >= {"MLP", "SmallCNN", "ResNet", "BasicBlock", "count_parameters"}
+    assert set(models.__all__) >= {"MLP", "SmallCNN", "ResNet", "BasicBlock"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from prunekit import train, zoo
-from prunekit.models import count_parameters
+from prunekit.metrics import count_params as count_parameters
 
 
 @pytest.fixture(autouse=True, scope="module")
