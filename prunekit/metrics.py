@@ -60,14 +60,18 @@ class Summary:
         return 1.0 - self.nonzeros / self.params if self.params else 0.0
 
     def table(self) -> str:
-        head = f"{'layer':<24}{'type':<12}{'params':>10}{'nonzeros':>10}{'sparsity':>10}{'MACs':>12}{'eff. MACs':>12}"
+        name_w = max([len("layer")] + [len(r.name) for r in self.layers]) + 2
+        kind_w = max([len("type")] + [len(r.kind) for r in self.layers]) + 2
+        num_w = max(10, len(f"{self.macs:,}") + 2)
+        head = (f"{'layer':<{name_w}}{'type':<{kind_w}}{'params':>{num_w}}{'nonzeros':>{num_w}}"
+                f"{'sparsity':>9}{'MACs':>{num_w}}{'eff. MACs':>{num_w + 1}}")
         lines = [head, "-" * len(head)]
         for r in self.layers:
-            lines.append(f"{r.name:<24}{r.kind:<12}{r.params:>10,}{r.nonzeros:>10,}{r.sparsity:>10.1%}"
-                         f"{r.macs:>12,}{r.effective_macs:>12,}")
+            lines.append(f"{r.name:<{name_w}}{r.kind:<{kind_w}}{r.params:>{num_w},}{r.nonzeros:>{num_w},}"
+                         f"{r.sparsity:>9.1%}{r.macs:>{num_w},}{r.effective_macs:>{num_w + 1},}")
         lines.append("-" * len(head))
-        lines.append(f"{'total':<36}{self.params:>10,}{self.nonzeros:>10,}{self.sparsity:>10.1%}"
-                     f"{self.macs:>12,}{self.effective_macs:>12,}")
+        lines.append(f"{'total':<{name_w + kind_w}}{self.params:>{num_w},}{self.nonzeros:>{num_w},}"
+                     f"{self.sparsity:>9.1%}{self.macs:>{num_w},}{self.effective_macs:>{num_w + 1},}")
         lines.append(f"size: {self.size_bytes:,} bytes dense, {self.sparse_size_bytes:,} bytes sparse "
                      f"(non-zero values + 1-bit mask)")
         return "\n".join(lines)

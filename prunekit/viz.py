@@ -87,13 +87,14 @@ def sparsity_bars(series: Mapping[str, object] | nn.Module, *, ax=None, title: s
         ax.bar(x + (i - (len(data) - 1) / 2) * width, [sp.get(n, 0.0) for n in layers], width,
                label=label or None)
     ax.set_xticks(x, [n.removesuffix(".weight") for n in layers], rotation=45, ha="right")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.18 if len(data) > 1 else 1)  # room for the legend above the bars
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel("sparsity (fraction pruned)")
     ax.set_xlabel("layer")
     if title:
         ax.set_title(title)
     if len(data) > 1:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper center", ncol=len(data), frameon=False)
     return ax
 
 

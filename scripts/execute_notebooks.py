@@ -8,12 +8,16 @@ matplotlib backend. To keep stored notebooks small and free of churn:
 
 * no ipywidgets state is stored in the notebook metadata (the site would otherwise embed it
   in every page; ``prunekit.widgets.slider`` carries its own static ``text/html`` frames);
-* no per-cell execution timestamps are recorded.
+* no per-cell execution timestamps are recorded;
+* tqdm progress bars (ipywidgets views whose text fallback is the bar's *first* state,
+  "0%|...") are dropped: readers see them live when they run a cell, and the site would
+  otherwise show a bar frozen at 0%.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +26,13 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+WIDGET = "application/vnd.jupyter.widget-view+json"
+TQDM_BAR = re.compile(r"\d+%\|.*\| *\d+/\S+ \[")
+
+
+def is_progress_bar(output) -> bool:
+    data = output.get("data", {})
+    return WIDGET in data and bool(TQDM_BAR.search("".join(data.get("text/plain", ""))))
 
 
 def execute(path: Path, timeout: int = 600) -> float:
@@ -40,6 +51,8 @@ def execute(path: Path, timeout: int = 600) -> float:
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not is_progress_bar(o)]
     nbformat.write(nb, path)
     return time.perf_counter() - start
 
