@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,9 @@ def main(argv: list[str]) -> int:
     paths = [Path(a) for a in argv] or sorted((ROOT / "book").glob("*.ipynb"))
     for path in paths:
         seconds = execute(path.resolve())
-        print(f"{path}: executed in {seconds:.1f} s")
+        # the kernel is a child process: its peak resident memory (Linux reports KiB)
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"{path}: executed in {seconds:.1f} s, peak kernel RSS so far {peak_mib:.0f} MiB")
     return 0
 
 
