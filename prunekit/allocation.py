@@ -12,6 +12,24 @@ Pruning ``s`` of ``n`` scores removes exactly ``round(s * n)`` of them (Python's
 go first; among equal scores, the one that comes first is pruned first: first by the
 order of the ``scores`` dict (the model's parameter order), then by flat (row-major)
 index inside a tensor. The result equals a *stable* ascending sort of the scores.
+
+The same rule applies to the *units* of coarser granularities (channels, blocks):
+:func:`allocate` ranks one score per unit exactly as it ranks weights.
+
+At least one channel per layer
+------------------------------
+Channel pruning never removes every channel of a layer (that would disconnect the
+network and leave nothing to rebuild): :func:`allocate` takes ``min_keep=1`` and
+spares each tensor's best unit, the one a stable ascending sort puts last. In layer
+scope the count is ``min(round(s * n), n - 1)``; in global scope
+``min(round(s * N), N - L)`` over ``N`` channels in ``L`` layers, and a layer that
+would lose all its channels keeps its best one while the next-lowest channel of
+another layer goes instead.
+
+Kernel patterns
+---------------
+:func:`pattern_kernel_count` gives the number of whole kernels that connectivity
+pruning removes so that a layer's sparsity is as close as possible to the target.
 """
 
 from __future__ import annotations
@@ -84,38 +102,83 @@ def _flat(s: torch.Tensor) -> torch.Tensor:
     return s if s.is_floating_point() else s.double()
 
 
-def allocate(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, float],
-             scope: str = "global") -> dict[str, torch.Tensor]:
-    """Keep-masks (True = kept) with the requested sparsity, per ``scope``.
+def resolve_sparsity(names: list[str], sparsity: object, scope: str) -> dict[str, float]:
+    """One validated fraction per name: the same number for all, or a ``{name: fraction}`` dict.
 
-    ``sparsity`` may be a ``{name: fraction}`` dict with ``scope="layer"``.
+    A dict needs ``scope="layer"`` and must name exactly ``names``.
     """
-    scores = check_scores(scores)
-    scope = check_scope(scope)
     if isinstance(sparsity, Mapping):
         if scope != "layer":
             raise ValueError("a per-layer sparsity dict needs scope='layer'")
-        missing = set(scores) - set(sparsity)
-        extra = set(sparsity) - set(scores)
+        missing = set(names) - set(sparsity)
+        extra = set(sparsity) - set(names)
         if missing or extra:
             raise ValueError(f"sparsity dict must name exactly the scored parameters; "
                              f"missing {sorted(missing)}, unknown {sorted(extra)}")
-        per = {n: check_sparsity(sparsity[n], f"sparsity[{n!r}]") for n in scores}
-    else:
-        s = check_sparsity(sparsity)
-        per = {n: s for n in scores}
+        return {n: check_sparsity(sparsity[n], f"sparsity[{n!r}]") for n in names}
+    s = check_sparsity(sparsity)
+    return {n: s for n in names}
+
+
+def _protect_best(flat: torch.Tensor, min_keep: int) -> torch.Tensor:
+    """Bool mask of the ``min_keep`` entries a stable ascending sort puts last."""
+    protected = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    if min_keep > 0:
+        order = torch.sort(flat, stable=True).indices
+        protected[order[-min_keep:]] = True
+    return protected
+
+
+def allocate(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, float],
+             scope: str = "global", min_keep: int = 0) -> dict[str, torch.Tensor]:
+    """Keep-masks (True = kept) with the requested sparsity, per ``scope``.
+
+    ``scores`` holds one score per unit (a weight, a channel, a tile), any shape.
+    ``sparsity`` may be a ``{name: fraction}`` dict with ``scope="layer"``. With
+    ``min_keep`` every tensor keeps at least that many of its units (its best ones),
+    which caps the count removed (see the module docstring).
+    """
+    scores = check_scores(scores)
+    scope = check_scope(scope)
+    per = resolve_sparsity(list(scores), sparsity, scope)
 
     if scope == "layer":
-        return {n: prune_lowest(_flat(t), round(per[n] * t.numel())).view(t.shape) for n, t in scores.items()}
+        out = {}
+        for n, t in scores.items():
+            k = min(round(per[n] * t.numel()), t.numel() - min(min_keep, t.numel()))
+            out[n] = prune_lowest(_flat(t), k).view(t.shape)
+        return out
 
     flats = [_flat(t) for t in scores.values()]
     dtype = torch.promote_types(flats[0].dtype, torch.float32)
     for f in flats[1:]:
         dtype = torch.promote_types(dtype, f.dtype)
     flat = torch.cat([f.to(dtype) for f in flats])
-    keep = prune_lowest(flat, round(per[next(iter(scores))] * flat.numel()))
+    k = round(per[next(iter(scores))] * flat.numel())
+    if min_keep > 0:
+        protected = torch.cat([_protect_best(f, min(min_keep, f.numel())) for f in flats])
+        free = ~protected
+        keep = torch.ones_like(protected)
+        keep[free] = prune_lowest(flat[free], min(k, int(free.sum())))
+    else:
+        keep = prune_lowest(flat, k)
     out, start = {}, 0
     for n, t in scores.items():
         out[n] = keep[start:start + t.numel()].view(t.shape)
         start += t.numel()
     return out
+
+
+def pattern_kernel_count(n_kernels: int, sparsity: float, area: int = 9, kept: int = 4) -> int:
+    """Kernels to remove whole so that a pattern-pruned layer's sparsity is closest to ``sparsity``.
+
+    Pattern pruning keeps ``kept`` of every ``area`` weights; removing ``k`` of ``K``
+    kernels gives sparsity ``(K*(area-kept) + k*kept) / (K*area)``, linear in ``k``, so
+    the closest count is ``round(K * (area*s - (area-kept)) / kept)`` clipped to
+    ``[0, K]`` (Python's ``round``: half to even).
+
+    >>> pattern_kernel_count(8, 5 / 9), pattern_kernel_count(8, 0.8)
+    (0, 4)
+    """
+    k = round(n_kernels * (area * sparsity - (area - kept)) / kept)
+    return max(0, min(n_kernels, k))

@@ -1,44 +1,167 @@
-"""The one-call path: score, make masks, apply them."""
+"""The one-call path: score, make masks, apply them.
+
+:func:`make_masks` composes the granularity axis (:mod:`prunekit.granularity`: which
+weights form a unit, one score per unit) with the allocation axis
+(:mod:`prunekit.allocation`: which units go, exact counts, the tie rule).
+:func:`prune` adds the criterion and applies the masks.
+"""
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .allocation import allocate, check_scope, check_sparsity
+from . import granularity as gran
+from .allocation import allocate, check_scope, check_scores, check_sparsity, pattern_kernel_count, resolve_sparsity
+from .allocation import prune_lowest
 from .criteria import get as get_criterion
 from .criteria import score
-from .granularity import check_granularity
+from .granularity import Spec, check_applicable, check_reduction, parse_granularity, score_level
 from .masks import apply_masks
-from .targets import find_targets
+from .targets import all_parameters, find_targets
+
+_TOL = 1e-9
+
+
+def _check_fixed_sparsity(spec: Spec, sparsity: object) -> None:
+    """Validate a sparsity against what N:M and pattern pruning can reach (numbers only)."""
+    if spec.kind == "nm":
+        if sparsity is None:
+            return
+        s = check_sparsity(sparsity)
+        fixed = 1 - spec.n / spec.m
+        if abs(s - fixed) > _TOL:
+            raise ValueError(f"granularity {spec.name!r} fixes the sparsity at 1 - N/M = {fixed:g}, but sparsity="
+                             f"{sparsity!r}; pass sparsity=None or {fixed:g}")
+    elif spec.kind == "pattern":
+        if sparsity is None:
+            return
+        s = check_sparsity(sparsity)
+        if s < gran.PATTERN_MIN_SPARSITY - _TOL:
+            raise ValueError(f"granularity 'pattern' keeps 4 of the 9 weights of every kernel, so sparsity must be "
+                             f"at least 5/9 = {gran.PATTERN_MIN_SPARSITY:.4f} (higher values also remove whole "
+                             f"kernels), got sparsity={sparsity!r}")
+    else:
+        check_sparsity(sparsity)
+
+
+def _per_param_sparsity(spec: Spec, names: list[str], sparsity: object, scope: str) -> dict[str, float]:
+    """Every parameter's target sparsity, validated for ``spec``."""
+    if spec.kind == "nm" and sparsity is None:
+        return {n: 1 - spec.n / spec.m for n in names}
+    if spec.kind == "pattern" and sparsity is None:
+        return {n: gran.PATTERN_MIN_SPARSITY for n in names}
+    per = resolve_sparsity(names, sparsity, scope)
+    for n, s in per.items():
+        _check_fixed_sparsity(spec, s)
+    return per
+
+
+def _resolve_shapes(scores: Mapping[str, torch.Tensor],
+                    shapes: Mapping[str, Sequence[int]] | nn.Module | None) -> dict[str, tuple[int, ...]]:
+    if shapes is None:
+        return {n: tuple(s.shape) for n, s in scores.items()}
+    if isinstance(shapes, nn.Module):
+        shapes = {n: t.shape for n, t in all_parameters(shapes).items()}
+    if not isinstance(shapes, Mapping):
+        raise TypeError(f"shapes must be a dict {{param_name: shape}}, a model or None, got {type(shapes).__name__}")
+    missing = [n for n in scores if n not in shapes]
+    if missing:
+        raise ValueError(f"shapes has no entry for scored parameters {missing}")
+    return {n: tuple(int(d) for d in shapes[n]) for n in scores}
 
 
 def make_masks(
     scores: Mapping[str, torch.Tensor],
-    sparsity: float | Mapping[str, float],
+    sparsity: float | Mapping[str, float] | None = None,
     granularity: str = "unstructured",
     scope: str = "global",
+    *,
+    reduction: str | None = None,
+    shapes: Mapping[str, Sequence[int]] | nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Turn scores into bool keep-masks (True = kept) that remove ``sparsity`` of the weights.
+    """Turn scores into bool keep-masks (True = kept) that remove ``sparsity`` of the units.
 
-    ``scope="global"`` ranks all scores together; ``scope="layer"`` ranks each tensor on
-    its own. Exactly ``round(sparsity * n)`` entries are removed (see
-    :mod:`prunekit.allocation` for the tie rule).
+    * ``granularity`` -- what is removed together (see :mod:`prunekit.granularity`):
+      ``"unstructured"``, ``"channel"``, ``"N:M"`` such as ``"2:4"``,
+      ``"block:RxC"`` such as ``"block:4x4"``, ``"pattern"`` (3 x 3 convs).
+    * ``sparsity`` -- the fraction of units removed: weights, channels or tiles.
+      Exactly ``round(sparsity * n)`` units go, per tensor (``scope="layer"``) or over
+      all tensors (``scope="global"``); see :mod:`prunekit.allocation` for the tie rule
+      and the at-least-one-channel rule. N:M fixes it at ``1 - N/M`` (pass ``None`` or
+      that value). For ``"pattern"`` it is the weight sparsity of every layer, at least
+      5/9 (``None`` = 5/9); above that whole kernels go too.
+    * ``scope`` -- ``"global"`` ranks all tensors together, ``"layer"`` each on its own.
+      N:M and pattern are local by construction: ``scope`` is validated and ignored.
+      In global scope channel scores reduced from weight scores are normalised by the
+      channel size (l2 -> RMS, l1 -> mean |s|, sum -> mean) so that layers with a
+      different fan-in compete fairly; within a layer this changes no ranking.
+    * ``reduction`` -- how weight scores become one unit score: ``"l1"``, ``"l2"``,
+      ``"sum"``, ``"mean"``; ``None`` = the granularity's default (``"l2"`` for
+      channels and blocks, the L2 norm ``torch.nn.utils.prune.ln_structured(n=2)``
+      uses; ``"sum"`` for patterns). Ignored by unstructured and N:M.
+    * ``shapes`` -- ``{name: parameter shape}`` or the model. Needed only for
+      channel-level scores (shape ``[out]``): the masks then get the parameter's
+      full shape; without it a mask has its score's shape. It also lets a
+      weight-level granularity reject channel-level scores ("finer than the scores").
 
     >>> import torch
     >>> m = make_masks({"w": torch.tensor([3., 1., 2., 4.])}, sparsity=0.5)
     >>> m["w"].tolist()
     [True, False, False, True]
+    >>> make_masks({"w": torch.tensor([[3., 1., 2., 4.]])}, granularity="2:4")["w"].tolist()
+    [[True, False, False, True]]
     """
-    check_granularity(granularity)
-    return allocate(scores, sparsity, scope)
+    spec = parse_granularity(granularity)
+    scores = check_scores(scores)
+    scope = check_scope(scope)
+    reduction = check_reduction(reduction, spec)
+    shapes_ = _resolve_shapes(scores, shapes)
+    levels = {n: score_level(spec, n, s, shapes_[n]) for n, s in scores.items()}
+    for n in scores:
+        check_applicable(spec, n, shapes_[n])
+    per = _per_param_sparsity(spec, list(scores), sparsity, scope)
+
+    if spec.kind == "unstructured":
+        return allocate(scores, sparsity, scope)
+    if spec.kind == "channel":
+        units = {n: s.detach().reshape(-1) if levels[n] == "channel"
+                 else gran.channel_scores(s, reduction, normalise=scope == "global") for n, s in scores.items()}
+        keep = allocate(units, sparsity, scope, min_keep=1)
+        return {n: gran.channel_mask(keep[n], shapes_[n]) for n in scores}
+    if spec.kind == "block":
+        tiles = {n: gran.block_scores(s, spec.rows, spec.cols, reduction) for n, s in scores.items()}
+        keep = allocate(tiles, sparsity, scope)
+        return {n: gran.block_mask(keep[n], shapes_[n], spec.rows, spec.cols) for n in scores}
+    if spec.kind == "nm":
+        return {n: gran.nm_mask(s, spec.n, spec.m) for n, s in scores.items()}
+    return {n: _pattern_mask(s, per[n], reduction) for n, s in scores.items()}
+
+
+def _pattern_mask(score: torch.Tensor, sparsity: float, reduction: str) -> torch.Tensor:
+    """Pattern pruning of one 3 x 3 conv plus connectivity pruning up to ``sparsity``."""
+    idx, kernel_score = gran.pattern_choice(score, reduction)
+    k = pattern_kernel_count(kernel_score.numel(), sparsity, gran.KERNEL_AREA, gran.PATTERN_KEPT)
+    keep = prune_lowest(kernel_score.reshape(-1), k).view(kernel_score.shape)
+    return gran.pattern_mask(idx, keep)
+
+
+def _mark_removed(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores of weights (or whole channels) that ``mask`` removed become ``-inf``."""
+    s = score if score.is_floating_point() else score.to(torch.float32)
+    if s.shape == mask.shape:
+        return s.masked_fill(~mask, float("-inf"))
+    if s.dim() == 1 and mask.dim() >= 1 and s.shape[0] == mask.shape[0]:  # channel-level score
+        gone = ~mask.reshape(mask.shape[0], -1).any(dim=1)
+        return s.masked_fill(gone, float("-inf"))
+    return s  # a mismatched shape is reported by make_masks
 
 
 def prune(
     model: nn.Module,
-    sparsity: float | Mapping[str, float],
+    sparsity: float | Mapping[str, float] | None = None,
     criterion: str = "magnitude",
     granularity: str = "unstructured",
     scope: str = "global",
@@ -46,29 +169,37 @@ def prune(
     *,
     include: Iterable[str] | str | None = None,
     exclude: Iterable[str] | str | None = None,
+    reduction: str | None = None,
     **criterion_kwargs,
 ) -> dict[str, torch.Tensor]:
     """Score ``model`` with ``criterion``, mask ``sparsity`` of its weights, apply; returns the masks.
 
     ``sparsity`` is the *total* fraction pruned in the chosen parameters, counting what
-    earlier calls already pruned: weights pruned before are ranked lowest, so calling
-    ``prune(m, 0.5)`` then ``prune(m, 0.75)`` leaves exactly 75% pruned (it never
-    un-prunes). This differs from ``torch.nn.utils.prune``, whose ``amount`` is a fraction
-    of the weights still remaining.
+    earlier calls already pruned: weights (and, for ``granularity="channel"``, whole
+    channels) pruned before are ranked lowest, so calling ``prune(m, 0.5)`` then
+    ``prune(m, 0.75)`` leaves exactly 75% pruned. It never un-prunes: the returned and
+    applied mask is the new mask AND the old one, for every granularity. This differs
+    from ``torch.nn.utils.prune``, whose ``amount`` is a fraction of the weights still
+    remaining. ``granularity``, ``scope`` and ``reduction`` are as in
+    :func:`make_masks`.
 
     Every argument is validated before the model is touched.
     """
-    if not isinstance(sparsity, Mapping):
-        check_sparsity(sparsity)
-    check_granularity(granularity)
+    spec = parse_granularity(granularity)
     check_scope(scope)
+    check_reduction(reduction, spec)
+    if not isinstance(sparsity, Mapping):
+        _check_fixed_sparsity(spec, sparsity)
     get_criterion(criterion)
     targets = find_targets(model, include=include, exclude=exclude)
-    scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)
     for t in targets:
-        if t.is_masked:
-            s = scores[t.name].to(torch.float32 if not scores[t.name].is_floating_point() else scores[t.name].dtype)
-            scores[t.name] = s.masked_fill(~t.mask, float("-inf"))
-    masks = make_masks(scores, sparsity, granularity, scope)
+        check_applicable(spec, t.name, t.shape)
+    scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)
+    old = {t.name: t.mask for t in targets if t.is_masked}
+    for name, mask in old.items():
+        scores[name] = _mark_removed(scores[name], mask)
+    masks = make_masks(scores, sparsity, granularity, scope, reduction=reduction,
+                       shapes={t.name: t.shape for t in targets})
+    masks = {n: m & old[n] if n in old else m for n, m in masks.items()}
     apply_masks(model, masks)
     return masks
