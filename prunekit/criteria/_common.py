@@ -1,0 +1,330 @@
+"""Shared machinery of the criteria: data batches, effective weights as autograd leaves,
+"leave the model as it was", the BatchNorm that follows a layer, per-channel activations.
+
+Not public API; the criteria modules use it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from contextlib import contextmanager
+from numbers import Integral
+from typing import Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..targets import Target
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+# --------------------------------------------------------------------------- arguments
+
+def check_batches(batches: object) -> int | None:
+    """``batches``: how many batches of ``data`` to use (``None`` = all)."""
+    if batches is None:
+        return None
+    if isinstance(batches, bool) or not isinstance(batches, Integral):
+        raise TypeError(f"batches must be a positive int or None (all batches), got {batches!r}")
+    if batches < 1:
+        raise ValueError(f"batches must be a positive int or None (all batches), got {batches!r}")
+    return int(batches)
+
+
+def check_loss_fn(loss_fn: object) -> LossFn:
+    if loss_fn is None:
+        return F.cross_entropy
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a callable loss_fn(outputs, targets) -> scalar, got {type(loss_fn).__name__}")
+    return loss_fn  # type: ignore[return-value]
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_choice(name: str, value: object, allowed: Iterable[str]) -> str:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _to(x, device):
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to(v, device) for v in x)
+    return x
+
+
+def iter_batches(data: Iterable, batches: int | None, device: torch.device) -> Iterator[tuple]:
+    """Yield ``(inputs, targets)`` from ``data`` (at most ``batches`` of them), on ``device``.
+
+    Raises ``ValueError`` if ``data`` yields nothing or an item is not a pair.
+    """
+    try:
+        it = iter(data)
+    except TypeError:
+        raise TypeError(f"data must be an iterable of (inputs, targets) batches, got {type(data).__name__}") from None
+    n = 0
+    for item in itertools.islice(it, batches):
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError("data must yield (inputs, targets) pairs; got an item of type "
+                             f"{type(item).__name__}" + (f" with {len(item)} entries" if isinstance(item, (tuple, list)) else ""))
+        n += 1
+        yield _to(item[0], device), _to(item[1], device)
+    if n == 0:
+        raise ValueError("data yielded no batches: pass data=an iterable of (inputs, targets) batches")
+
+
+def batch_size(x) -> int:
+    if isinstance(x, torch.Tensor):
+        return x.shape[0] if x.dim() else 1
+    if isinstance(x, (list, tuple)) and x:
+        return batch_size(x[0])
+    return 1
+
+
+def sample(x, i: int):
+    """The ``i``-th sample of a batch, keeping the batch dimension."""
+    if isinstance(x, torch.Tensor):
+        return x[i:i + 1]
+    if isinstance(x, (list, tuple)):
+        return type(x)(sample(v, i) for v in x)
+    return x
+
+
+# ------------------------------------------------------------------ leave the model be
+
+@contextmanager
+def preserved(model: nn.Module) -> Iterator[None]:
+    """Restore everything a criterion may touch: train/eval flags, parameter and buffer values
+    (BatchNorm running statistics), ``requires_grad`` flags and ``.grad`` fields.
+
+    Tensors are restored in place, and only if they changed (so their version counters, and
+    any autograd graph the caller still holds, are left alone when nothing changed).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    state = {k: (v, v.detach().clone()) for k, v in model.state_dict(keep_vars=True).items()}
+    params = list(model.parameters())
+    flags = [(p, p.requires_grad) for p in params]
+    grads = [(p, p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+        with torch.no_grad():
+            for ref, saved in state.values():
+                if ref.shape != saved.shape or ref.dtype != saved.dtype or ref.device != saved.device:
+                    ref.data = saved
+                elif not torch.equal(ref.detach(), saved):
+                    ref.detach().copy_(saved)
+        for p, rg in flags:
+            p.requires_grad_(rg)
+        for p, g, saved in grads:
+            p.grad = g
+            if g is not None and not torch.equal(g, saved):
+                with torch.no_grad():
+                    g.copy_(saved)
+
+
+# ------------------------------------------------------- effective weights as autograd leaves
+
+@contextmanager
+def weight_leaves(targets: list[Target]) -> Iterator[list[torch.Tensor]]:
+    """Yield one tensor per target that the model's forward uses as the *effective* weight and
+    that autograd can differentiate with respect to (``torch.autograd.grad(loss, leaves)``).
+
+    * unmasked target: the parameter itself (``requires_grad`` is switched on meanwhile);
+    * masked target (``torch.nn.utils.prune``'s ``weight_orig * weight_mask``): a leaf copy of
+      the effective weight; a forward pre-hook, registered after the pruning hook, makes the
+      module use it. Gradients are therefore w.r.t. the effective weight (also at masked
+      positions), not w.r.t. ``weight_orig``.
+
+    Nothing accumulates into ``.grad`` as long as callers use ``torch.autograd.grad``.
+    """
+    leaves: list[torch.Tensor] = []
+    handles = []
+    flags = []
+    saved_attrs = []
+    try:
+        for t in targets:
+            if t.is_masked:
+                leaf = t.tensor.detach().clone().requires_grad_(True)
+                saved_attrs.append((t.module, t.attr, t.module.__dict__.get(t.attr)))
+
+                def hook(module, args, _leaf=leaf, _attr=t.attr):
+                    setattr(module, _attr, _leaf)
+
+                handles.append(t.module.register_forward_pre_hook(hook))
+            else:
+                leaf = t.parameter
+                flags.append((leaf, leaf.requires_grad))
+                leaf.requires_grad_(True)
+            leaves.append(leaf)
+        yield leaves
+    finally:
+        for h in handles:
+            h.remove()
+        for p, rg in flags:
+            p.requires_grad_(rg)
+        for module, attr, value in saved_attrs:
+            if value is None:
+                module.__dict__.pop(attr, None)
+            else:
+                setattr(module, attr, value)
+
+
+def grads(loss: torch.Tensor, leaves: list[torch.Tensor], create_graph: bool = False) -> list[torch.Tensor]:
+    """``d loss / d leaf`` for each leaf (zeros where a leaf does not influence the loss)."""
+    gs = torch.autograd.grad(loss, leaves, create_graph=create_graph, allow_unused=True,
+                             retain_graph=create_graph or None)
+    return [torch.zeros_like(w) if g is None else g for g, w in zip(gs, leaves)]
+
+
+def forward_loss(model: nn.Module, x, y, loss_fn: LossFn, temperature: float = 1.0) -> torch.Tensor:
+    out = model(x)
+    if temperature != 1.0:
+        out = out / temperature
+    loss = loss_fn(out, y)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise ValueError("loss_fn must return a scalar tensor")
+    return loss.reshape(())
+
+
+# ----------------------------------------------------------------- structure of the model
+
+def module_names(model: nn.Module) -> dict[int, str]:
+    return {id(m): n for n, m in model.named_modules()}
+
+
+def out_channels(t: Target) -> int:
+    return t.shape[0] if len(t.shape) else 1
+
+
+def per_channel(x: torch.Tensor) -> torch.Tensor:
+    """``[out, ...]`` -> ``[out, rest]`` (a 1-D tensor becomes ``[out, 1]``)."""
+    return x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(-1, 1)
+
+
+def following_batchnorm(model: nn.Module, targets: list[Target]) -> dict[str, nn.Module | None]:
+    """For each target, the BatchNorm that directly consumes its module's output, or ``None``.
+
+    The graph is read with :func:`torch.fx.symbolic_trace`: the BatchNorm is the only user of
+    the layer's output (``conv -> bn``, as in VGG-style ``Sequential`` s and ResNet blocks,
+    including the ``downsample`` shortcut). If the model cannot be traced, the next leaf module
+    in registration order is used when it is a BatchNorm with matching width (the documented
+    fallback; it is right for ``Sequential`` models and torchvision-style blocks).
+    """
+    names = module_names(model)
+    modules = dict(model.named_modules())
+    result: dict[str, nn.Module | None] = {}
+    by_module: dict[str, nn.Module | None] | None = None
+    try:
+        from torch import fx
+
+        graph = fx.symbolic_trace(model).graph
+        by_module = {}
+        for node in graph.nodes:
+            if node.op != "call_module" or node.target in by_module:
+                continue
+            users = list(node.users)
+            bn = None
+            if len(users) == 1 and users[0].op == "call_module":
+                cand = modules.get(users[0].target)
+                if isinstance(cand, _BN_TYPES):
+                    bn = cand
+            by_module[node.target] = bn
+    except Exception:  # noqa: BLE001 - any tracing failure: fall back to module order
+        by_module = None
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    for t in targets:
+        mname = names.get(id(t.module), "")
+        width = out_channels(t)
+        bn = None
+        if by_module is not None and mname in by_module:
+            bn = by_module[mname]
+        elif by_module is None:
+            idx = next((i for i, (n, _) in enumerate(leaves) if n == mname), None)
+            if idx is not None and idx + 1 < len(leaves) and isinstance(leaves[idx + 1][1], _BN_TYPES):
+                bn = leaves[idx + 1][1]
+        if bn is not None and bn.num_features != width:
+            bn = None
+        result[t.name] = bn
+    return result
+
+
+def effective(module: nn.Module, attr: str) -> torch.Tensor | None:
+    """``module.<attr>`` as the forward sees it (``<attr>_orig * <attr>_mask`` when masked)."""
+    if hasattr(module, attr + "_mask") and hasattr(module, attr + "_orig"):
+        return getattr(module, attr + "_orig") * getattr(module, attr + "_mask")
+    return getattr(module, attr, None)
+
+
+def channel_activations(model: nn.Module, targets: list[Target], data: Iterable, batches: int | None,
+                        reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Run ``data`` through ``model`` and, for each target, sum ``reduce(a)`` over batches, where
+    ``a`` = ReLU(output of the BatchNorm following the layer, else of the layer itself) with the
+    channel moved to dim 1: ``[N, C, *spatial]`` (a Linear's last dim is its channel).
+    ``reduce`` maps ``a`` to a ``[C]`` tensor (or a tuple of them).
+    """
+    bns = following_batchnorm(model, targets)
+    acc: dict[str, object] = {}
+    handles = []
+
+    def make_hook(t: Target, linear_like: bool):
+        width = out_channels(t)
+
+        def hook(module, args, output):
+            if not isinstance(output, torch.Tensor):
+                raise ValueError(f"activation criteria need a tensor output from the layer of {t.name!r}")
+            a = output.detach()
+            if linear_like:
+                a = a.movedim(-1, 1) if a.dim() > 1 else a.reshape(1, -1)
+            if a.dim() < 2 or a.shape[1] != width:
+                raise ValueError(f"the output of the layer of {t.name!r} has shape {tuple(output.shape)}; "
+                                 f"expected {width} channels (activation criteria score a layer's output channels)")
+            r = reduce(torch.relu(a))
+            prev = acc.get(t.name)
+            if prev is None:
+                acc[t.name] = r
+            elif isinstance(r, tuple):
+                acc[t.name] = tuple(p + q for p, q in zip(prev, r))  # type: ignore[arg-type]
+            else:
+                acc[t.name] = prev + r  # type: ignore[operator]
+        return hook
+
+    try:
+        for t in targets:
+            bn = bns[t.name]
+            watched = bn if bn is not None else t.module
+            linear_like = bn is None and isinstance(t.module, nn.Linear)
+            if bn is not None and isinstance(bn, nn.BatchNorm1d):
+                linear_like = False
+            handles.append(watched.register_forward_hook(make_hook(t, linear_like)))
+        with torch.no_grad():
+            for x, _ in iter_batches(data, batches, model_device(model)):
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [t.name for t in targets if t.name not in acc]
+    if missing:
+        raise ValueError(f"the layers of {missing} were not called in the forward pass; activation criteria need them")
+    return acc  # type: ignore[return-value]
