@@ -35,7 +35,7 @@ def bn_scale(model: nn.Module, targets: list[Target], missing: str = "error") ->
     absent = [t.name for t in targets if bns[t.name] is None]
     if absent and missing == "error":
         raise ValueError(f"criterion 'bn_scale' needs a BatchNorm right after each layer; none follows {absent}. "
-                         "Restrict the targets (e.g. exclude=[...] or include='features.*') or pass missing='keep' "
+                         "Restrict the targets (e.g. exclude=['classifier.*']) or pass missing='keep' "
                          "to never prune those layers")
     out = {}
     for t in targets:
