@@ -131,3 +131,22 @@ def test_global_prunes_small_layers_more():
 def test_zero_sparsity_keeps_everything():
     masks = pk.make_masks({"w": torch.randn(4, 4)}, 0.0)
     assert masks["w"].all()
+
+
+def test_min_keep_spares_the_best_unit_of_each_tensor():
+    scores = {"a": torch.tensor([0.1, 0.2, 0.3]), "b": torch.tensor([5.0, 6.0, 6.0, 7.0])}
+    keep = pk.allocation.allocate(scores, 0.7, "global", min_keep=1)  # round(4.9) = 5 = 7 - 2 layers
+    assert keep["a"].tolist() == [False, False, True]
+    assert keep["b"].tolist() == [False, False, False, True]
+    keep = pk.allocation.allocate({"b": torch.tensor([6.0, 6.0])}, 0.9, "layer", min_keep=1)
+    assert keep["b"].tolist() == [False, True]  # of equals, the later one survives (stable order)
+    keep = pk.allocation.allocate(scores, 0.5, "global", min_keep=0)
+    assert keep["a"].tolist() == [False, False, False]
+
+
+@pytest.mark.parametrize("kernels, sparsity, k", [(8, 5 / 9, 0), (8, 0.8, 4), (9, 0.99, 9), (10, 0.6, 1), (1, 0.7, 0)])
+def test_pattern_kernel_count_is_closest(kernels, sparsity, k):
+    assert pk.allocation.pattern_kernel_count(kernels, sparsity) == k
+    best = min(range(kernels + 1), key=lambda j: abs((5 * kernels + 4 * j) / (9 * kernels) - sparsity))
+    assert abs((5 * kernels + 4 * k) / (9 * kernels) - sparsity) == pytest.approx(
+        abs((5 * kernels + 4 * best) / (9 * kernels) - sparsity))

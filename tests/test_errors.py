@@ -103,3 +103,35 @@ def test_latency_and_summary_arguments():
         pk.latency(model, torch.randn(1, 3, 8, 8), threads=0)
     with pytest.raises(TypeError, match="example_inputs"):
         pk.summary(model, [1, 2, 3])
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    ({"granularity": "5:4"}, ValueError, ["granularity", "1 <= N <= M-1"]),
+    ({"granularity": "4:4"}, ValueError, ["granularity", "N=4"]),
+    ({"granularity": "block:0x4"}, ValueError, ["granularity", "R=0"]),
+    ({"granularity": "block:3x3"}, ValueError, ["granularity", "'0.weight'", "[8, 27]"]),
+    ({"granularity": "pattern", "sparsity": 0.7}, ValueError, ["3x3", "'6.weight'"]),
+    ({"granularity": "pattern", "sparsity": 0.5}, ValueError, ["5/9"]),
+    ({"granularity": "head"}, ValueError, ["not implemented yet", "unstructured", "channel"]),
+    ({"granularity": "layer"}, ValueError, ["not implemented yet", "pattern"]),
+    ({"granularity": "2:4", "sparsity": None}, ValueError, ["'0.weight'", "size 3", "M=4"]),
+    ({"granularity": "2:4", "sparsity": 0.75}, ValueError, ["1 - N/M", "0.75"]),
+    ({"granularity": "channel", "reduction": "max"}, ValueError, ["reduction", "'l2'"]),
+])
+def test_bad_granularity_leaves_model_untouched(kwargs, exc, words):
+    model = tiny_cnn()
+    kwargs = {"sparsity": 0.5, **kwargs}
+    snap = snapshot(model)
+    with pytest.raises(exc) as info:
+        pk.prune(model, **kwargs)
+    for w in words:
+        assert w in str(info.value)
+    assert_untouched(model, snap)
+
+
+def test_channel_scores_for_a_finer_granularity():
+    shapes = {"c.weight": (8, 4, 3, 3)}
+    with pytest.raises(ValueError, match=r"scores\['c.weight'\] has shape \[8\].*finer granularity"):
+        pk.make_masks({"c.weight": torch.rand(8)}, 0.5, "unstructured", shapes=shapes)
+    with pytest.raises(TypeError, match="shapes"):
+        pk.make_masks({"c.weight": torch.rand(8)}, 0.5, "channel", shapes=[(8, 4, 3, 3)])
