@@ -232,20 +232,14 @@ def reduce_units(x: torch.Tensor, dims: Sequence[int], reduction: str, normalise
     if gone is not None:
         x = x.masked_fill(removed, 0.0)
     size = math.prod(x.shape[d] for d in dims)
-    if reduction == "l1":
-        r = _sum_dims(x.abs(), dims)
-    elif reduction == "l2":
-        r = _sum_dims(x.square(), dims).sqrt()
-        size = math.sqrt(size)
-    elif reduction == "sum":
-        r = _sum_dims(x, dims)
-    elif reduction == "mean":
-        r = _sum_dims(x, dims) / size
-        size = 1
-    else:
+    if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
-    if normalise and size != 1:
+    per_unit = normalise or reduction == "mean"
+    r = _sum_dims(x.abs() if reduction == "l1" else x.square() if reduction == "l2" else x, dims)
+    if per_unit:
         r = r / size
+    if reduction == "l2":
+        r = r.sqrt()  # sqrt(sum s^2), or the RMS sqrt(mean s^2) when normalised
     return r if gone is None else r.masked_fill(gone, float("-inf"))
 
 
