@@ -183,6 +183,22 @@ def test_grasp_is_minus_the_papers_score_with_an_explicit_hessian():
     assert set((~flat_mask).nonzero().flatten().tolist()) == removed_by_paper
 
 
+def test_grasp_on_a_masked_model_uses_the_gradient_of_the_live_weights():
+    """On a masked model: score = w_eff * H (mask * g), H and g w.r.t. the effective weights."""
+    model, data = mlp2(dtype=torch.float64), batches(2, dtype=torch.float64)
+    masks = pk.prune(model, 0.4)
+    plain = mlp2(dtype=torch.float64)  # same forward as the masked model
+    with torch.no_grad():
+        plain[0].weight.mul_(masks["0.weight"])
+        plain[2].weight.mul_(masks["2.weight"])
+    H, g, theta = flat_hessian(plain, data, mean=False)
+    m = torch.cat([masks["0.weight"].flatten(), masks["2.weight"].flatten()]).to(g)
+    s = pk.score(model, "grasp", data=data)
+    ours = torch.cat([s["0.weight"].flatten(), s["2.weight"].flatten()])
+    torch.testing.assert_close(ours, theta * (H @ (m * g)))
+    assert not torch.allclose(ours, theta * (H @ g))
+
+
 def test_grasp_score_predicts_the_change_of_gradient_flow():
     """Shrinking w_q by a factor (1 - eps) changes g.g by about -2 eps * score_q (finite differences)."""
     model, data = mlp2(dtype=torch.float64), batches(2, dtype=torch.float64)

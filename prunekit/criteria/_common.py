@@ -124,11 +124,17 @@ def preserved(model: nn.Module) -> Iterator[None]:
     params = list(model.parameters())
     flags = [(p, p.requires_grad) for p in params]
     grads = [(p, p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
+    # plain tensor attributes, e.g. the ``weight = weight_orig * weight_mask`` that
+    # torch.nn.utils.prune's hook recomputes at every forward: keep the very same objects
+    attrs = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
     try:
         yield
     finally:
         for m, training in modes:
             m.training = training
+        for m, k, v in attrs:
+            if m.__dict__.get(k) is not v:
+                m.__dict__[k] = v
         with torch.no_grad():
             for ref, saved in state.values():
                 if ref.shape != saved.shape or ref.dtype != saved.dtype or ref.device != saved.device:
