@@ -20,8 +20,12 @@ Granularities
     Li et al. (2017) rank filters by the L1 norm of their weights; with magnitude
     scores ``|w|`` that is ``reduction="l1"``. The default L2 norm is the one
     ``torch.nn.utils.prune.ln_structured(n=2, dim=0)`` uses, and gives the same
-    channels. See :mod:`prunekit.allocation` for global normalisation and the rule
-    that every layer keeps at least one channel.
+    channels. ``sparsity`` is the fraction of channels removed. In ``scope="global"``
+    channels of different layers compete, and raw norms grow with the fan-in, so the
+    reduced score is normalised by the channel size (l2 -> RMS, l1 -> mean |s|,
+    sum -> mean; within one layer this changes no ranking); channel-level scores are
+    used as they are. Every layer keeps at least one channel (see
+    :mod:`prunekit.allocation`).
 ``"N:M"`` (e.g. ``"2:4"``, ``"1:4"``, ``"4:8"``)
     In every group of M consecutive weights along the input dimension exactly N are
     kept, the N with the largest scores (ties: the lower index is kept, as a stable
@@ -45,7 +49,10 @@ Granularities
     sum; ties: the first pattern). *Connectivity pruning* then removes whole kernels
     (the lowest kernel scores) to reach sparsities above 5/9. Any parameter that is
     not a ``[out, in, 3, 3]`` weight is a ``ValueError``; restrict pruning to 3 x 3
-    convs with ``include=``/``exclude=``.
+    convs with ``include=``/``exclude=``. ``sparsity`` is each layer's weight
+    sparsity, at least 5/9; the number of kernels removed is the one that brings it
+    closest (:func:`prunekit.allocation.pattern_kernel_count`). Pattern pruning is
+    per kernel and connectivity pruning per layer: ``scope`` changes nothing.
 
 ``"head"`` and ``"layer"`` are planned (chapter 2) and rejected with a clear error.
 
