@@ -595,3 +595,10 @@ def test_channel_mask_can_be_applied_and_compacts_outputs():
     x = torch.randn(2, 3, 8, 8)
     out = nn.functional.conv2d(x, conv.weight, None, padding=1)
     assert torch.all(out[:, sorted(gone)] == 0)
+
+
+def test_pattern_scope_is_ignored():
+    scores = scores_for("pattern")
+    a = pk.make_masks(scores, 0.8, "pattern", "global")
+    b = pk.make_masks(scores, 0.8, "pattern", "layer")
+    assert all(torch.equal(a[n], b[n]) for n in scores)
