@@ -66,8 +66,6 @@ class Criterion:
 
 
 _REGISTRY: dict[str, Criterion] = {}
-
-
 LEVELS = ("weight", "channel")
 
 
@@ -75,7 +73,9 @@ def register(name: str, *, description: str, needs_data: bool = False, level: st
              reference: str = "", needs_inputs: bool = False) -> Callable[[ScoreFn], ScoreFn]:
     """Decorator: register ``fn(model, targets, [data=...,] **kwargs) -> {name: score}`` as ``name``.
 
-    ``fn`` receives ``data=`` when ``needs_data`` and ``example_inputs=`` when ``needs_inputs``.
+    :func:`score` passes ``data=`` when ``needs_data`` (and checks it is given), runs the model in
+    eval mode (or ``mode="train"``), and passes every other keyword (e.g. ``example_inputs=``
+    for ``needs_inputs`` criteria) through to ``fn``.
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {list(LEVELS)}, got {level!r}")
