@@ -195,7 +195,8 @@ def prune(
     for t in targets:
         check_applicable(spec, t.name, t.shape)
     scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)
-    old = {t.name: t.mask for t in targets if t.is_masked}
+    # a criterion may leave parameters out (e.g. bn_scale(missing="skip")): they are not pruned
+    old = {t.name: t.mask for t in targets if t.is_masked and t.name in scores}
     for name, mask in old.items():
         scores[name] = _mark_removed(scores[name], mask)
     masks = make_masks(scores, sparsity, granularity, scope, reduction=reduction,

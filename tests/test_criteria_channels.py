@@ -156,8 +156,13 @@ def test_bn_scale_is_abs_gamma_of_the_following_bn_in_small_cnn():
     s = pk.score(model, "bn_scale", exclude="classifier.*")
     for i in range(3):
         assert torch.equal(s[f"features.{4 * i}.weight"], model.features[4 * i + 1].weight.detach().abs())
-    keep = pk.score(model, "bn_scale", missing="keep")
-    assert torch.isinf(keep["classifier.4.weight"]).all() and keep["classifier.4.weight"].shape == (10,)
+    skip = pk.score(model, "bn_scale", missing="skip")
+    assert set(skip) == {"features.0.weight", "features.4.weight", "features.8.weight"}
+    # pk.prune then leaves the layers without BatchNorm alone, and the global count is exact
+    masks = pk.prune(model, 0.5, criterion="bn_scale", granularity="channel", missing="skip")
+    assert set(masks) == set(skip) and not hasattr(model.classifier[4], "weight_mask")
+    removed = sum(int((~m.reshape(m.shape[0], -1).any(1)).sum()) for m in masks.values())
+    assert removed == round(0.5 * (4 + 6 + 8))
 
 
 def test_bn_scale_in_resnet_including_residual_blocks_and_shortcuts():

@@ -11,8 +11,10 @@ including ``downsample``); if the model cannot be traced, the next module in reg
 order when it is a BatchNorm of matching width.
 
 A layer without such a BatchNorm (a Linear classifier, an MLP) raises ``ValueError`` naming
-it, unless ``missing="keep"``: its channels then score ``+inf`` (never pruned, as in Network
-Slimming, where only channels with a scaling factor are candidates). A masked BatchNorm
+it, unless ``missing="skip"``: it is then left out of the scores, so :func:`prunekit.prune`
+never prunes it (as in Network Slimming, where only channels with a scaling factor are
+candidates). Leaving it out, rather than scoring it ``+inf``, keeps the exact-count rule of
+global allocation honest: a quota could otherwise reach the "protected" channels. A masked BatchNorm
 weight is read through its mask. Without ``affine`` parameters there is no gamma: error.
 """
 
@@ -23,26 +25,25 @@ from torch import nn
 
 from ..targets import Target
 from . import register
-from ._common import check_choice, effective, following_batchnorm, module_names, out_channels
+from ._common import check_choice, effective, following_batchnorm, module_names
 
 
 @register("bn_scale", description="|gamma| of the BatchNorm after the layer (Liu et al. 2017, Network Slimming)",
           level="channel", reference="liu2017slimming")
 def bn_scale(model: nn.Module, targets: list[Target], missing: str = "error") -> dict[str, torch.Tensor]:
-    check_choice("missing", missing, ("error", "keep"))
+    check_choice("missing", missing, ("error", "skip"))
     bns = following_batchnorm(model, targets)
     names = module_names(model)
     absent = [t.name for t in targets if bns[t.name] is None]
     if absent and missing == "error":
         raise ValueError(f"criterion 'bn_scale' needs a BatchNorm right after each layer; none follows {absent}. "
-                         "Restrict the targets (e.g. exclude=['classifier.*']) or pass missing='keep' "
+                         "Restrict the targets (e.g. exclude=['classifier.*']) or pass missing='skip' "
                          "to never prune those layers")
     out = {}
     for t in targets:
         bn = bns[t.name]
         dtype = t.parameter.dtype if t.parameter.is_floating_point() else torch.float32
         if bn is None:
-            out[t.name] = torch.full((out_channels(t),), float("inf"), dtype=dtype, device=t.parameter.device)
             continue
         gamma = effective(bn, "weight")
         if gamma is None:
