@@ -14,14 +14,6 @@ from prunekit.criteria.sensitivity import hessian_diagonal
 NAMES = ["0.weight", "2.weight"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def mlp2(seed=0, dtype=torch.float32):
     """A 2-layer MLP with a smooth nonlinearity (non-zero second derivatives everywhere)."""
     torch.manual_seed(seed)

@@ -16,15 +16,6 @@ from hypothesis import strategies as st
 from prunekit import data
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run faster, and far more steadily on a shared CI machine, on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _cat(loader):
     xs, ys = zip(*loader)
     return torch.cat(xs), torch.cat(ys)

@@ -13,15 +13,6 @@ from prunekit.metrics import count_params as count_parameters
 from prunekit.models import MLP, BasicBlock, ResNet, SmallCNN
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run faster, and far more steadily on a shared CI machine, on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 ALLOWED = (
     nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d,
     nn.Flatten, nn.Sequential, BasicBlock, MLP, SmallCNN, ResNet,

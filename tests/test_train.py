@@ -15,15 +15,6 @@ from prunekit import data, train
 from prunekit.models import MLP, SmallCNN
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run faster, and far more steadily on a shared CI machine, on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return data.digits(batch_size=64)

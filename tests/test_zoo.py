@@ -12,15 +12,6 @@ from prunekit import train, zoo
 from prunekit.metrics import count_params as count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models run faster, and far more steadily on a shared CI machine, on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 EXPECTED = {"mlp-digits": 0.95, "cnn-digits": 0.95, "cnn-shapes": 0.90, "resnet-shapes": 0.90}
 
 
