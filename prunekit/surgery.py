@@ -1,0 +1,607 @@
+"""Surgery: turn channel masks into a physically smaller model.
+
+:func:`compact` takes a model whose Conv/Linear weights carry channel masks (the
+``torch.nn.utils.prune`` reparametrisation ``weight_orig`` + ``weight_mask``, e.g. from
+``pk.prune(model, 0.5, granularity="channel", scope="layer")``) and returns a *new*
+model (a deep copy; the input is untouched) whose layers are really smaller, so its
+parameter count and MACs drop -- the "universal speedup" of structured pruning.
+
+How it works
+------------
+The model is traced with :func:`torch.fx.symbolic_trace` and every tensor's channel
+dimension (dim 1: ``[N, C, ...]`` or ``[N, F]``) is assigned a *channel space*. Spaces
+that must keep the same channels are merged into one *group* (cf. Torch-Pruning's
+dependency graph, Fang et al., CVPR 2023):
+
+* a Conv/Linear output opens a space; its *producer* is that layer;
+* BatchNorm, activations with ``f(0) = 0`` (ReLU, ReLU6, LeakyReLU, GELU, SiLU, ELU,
+  Tanh, Hardswish), pooling (max, average, adaptive), dropout, identity, ``x * scalar``
+  and reductions over the spatial dims pass a space through unchanged (BatchNorm
+  entries are *members* of the group);
+* a residual addition ``a + b`` merges the spaces of ``a`` and ``b``;
+* a depthwise conv (``groups == in_channels == out_channels``) keeps the space of its
+  input: its filters are members and, as a producer, it also votes on removal;
+* flatten (``nn.Flatten``, ``torch.flatten``, ``view``/``reshape`` to ``[N, -1]``) of
+  ``[N, C, H, W]`` maps channel ``c`` to the ``H*W`` consecutive features
+  ``c*H*W ... (c+1)*H*W - 1`` of the following Linear;
+* a Conv/Linear input dimension is a *consumer* of the space it reads.
+
+The model's inputs and outputs are fixed spaces: their channels are never removed
+(the classifier keeps its classes).
+
+Which channels go
+-----------------
+A channel is *masked* in a layer when its whole output row/filter mask is False. A
+channel of a group is **removed only when every producer of the group masks it**
+(the union of kept channels is kept), so a residual stage loses a channel only if all
+the convs that add into it dropped it. Removing a channel deletes it from every
+member: the producers' rows and biases, the BatchNorm entries (``weight``, ``bias``,
+``running_mean``, ``running_var``), depthwise filters, and the consumers' input
+columns. Masks that are not channel-structured (scattered zeros) stay as plain zeros
+in the compacted weights; the compacted model has no masks and no hooks.
+
+Semantics of a removed channel (read this)
+------------------------------------------
+A masked filter outputs zeros, but the masked model does *not* output zeros on that
+channel when a conv bias or a BatchNorm follows: BatchNorm turns the zero into the
+constant ``beta - gamma * running_mean / sqrt(running_var + eps)``, which then flows
+into the next layer (and, through zero padding, differently at the borders). Removing
+the channel removes that constant too. That is what "removing a filter" means in
+Torch-Pruning and in the filter-pruning literature (Li et al. 2017; Liu et al. 2017):
+the channel, its bias and its BatchNorm entry go together. So the contract is
+
+    ``compact(model, x)(y) == zero_removed_channels(model, x)(y)``
+
+(up to float rounding), where :func:`zero_removed_channels` sets, for every channel
+that :func:`compact` removes, the producers' bias entries and the group's BatchNorm
+``weight`` and ``bias`` (gamma, beta) entries to zero, so the masked model really
+outputs zero on it. When those entries are already zero -- no biases, and freshly
+initialised BatchNorm or BatchNorm without a learned shift -- the compacted model
+equals the masked model as it is. :func:`compact` checks its own result against this
+reference on ``example_inputs`` (in eval mode) and raises ``RuntimeError`` if they
+differ, so it never returns a silently wrong model.
+
+Unsupported constructs
+----------------------
+Concatenation, splitting/indexing, grouped convs other than depthwise, attention,
+``tensor * tensor`` gating, additions of a constant, Linear layers on inputs with more
+than 2 dims, norms other than BatchNorm, and any other operation compact does not know
+raise a ``ValueError`` naming the node and the construct -- but only when channels that
+the masks remove would flow into it; channels that reach them untouched are simply kept.
+Modules with parameters that are called more than once, and models that
+``torch.fx.symbolic_trace`` cannot trace, raise a ``ValueError`` / ``TypeError``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils import prune as torch_prune
+from torch.utils._pytree import tree_flatten
+
+__all__ = ["compact", "zero_removed_channels", "plan_channels"]
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+#: Modules that act on each channel separately and map a zero channel to zero.
+_PASS_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Tanh, nn.Hardswish,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)
+_F = nn.functional
+_PASS_FUNCTIONS = {
+    torch.relu, _F.relu, _F.relu6, _F.leaky_relu, _F.gelu, _F.silu, _F.elu, torch.tanh,
+    _F.hardswish, _F.dropout, _F.dropout1d, _F.dropout2d, _F.dropout3d,
+    _F.max_pool1d, _F.max_pool2d, _F.max_pool3d, _F.avg_pool1d, _F.avg_pool2d, _F.avg_pool3d,
+    _F.adaptive_avg_pool1d, _F.adaptive_avg_pool2d, _F.adaptive_avg_pool3d,
+    _F.adaptive_max_pool1d, _F.adaptive_max_pool2d, _F.adaptive_max_pool3d,
+}
+_PASS_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone", "detach"}
+_ADD = {operator.add, operator.iadd, torch.add}
+_MUL = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
+_FLATTEN = {torch.flatten}
+_RESHAPE_METHODS = {"flatten", "view", "reshape"}
+_MEAN = {torch.mean, torch.amax, torch.sum}
+_MEAN_METHODS = {"mean", "amax", "sum"}
+
+
+@dataclass
+class _Space:
+    size: int
+    fixed: bool = False
+    producers: list = field(default_factory=list)   # module names (Conv/Linear/depthwise)
+    bns: list = field(default_factory=list)          # BatchNorm module names
+    depthwise: list = field(default_factory=list)    # depthwise conv module names
+    consumers: list = field(default_factory=list)    # (module name, repeat)
+    barriers: list = field(default_factory=list)     # descriptions of unsupported users
+
+
+@dataclass
+class ChannelPlan:
+    """The groups :func:`compact` found and the channels it keeps in each.
+
+    ``groups`` lists, per group, a dict with ``producers``, ``batchnorms``,
+    ``depthwise``, ``consumers`` (module names), ``size``, ``fixed`` and ``kept`` (a
+    sorted ``LongTensor`` of kept channel indices).
+    """
+
+    groups: list
+    out_index: dict      # module name -> kept output channel indices
+    in_index: dict       # module name -> kept input feature indices
+    bn_index: dict       # BatchNorm name -> kept indices
+
+    def removed(self) -> int:
+        """How many channels are removed over all groups."""
+        return sum(g["size"] - len(g["kept"]) for g in self.groups)
+
+
+def _describe(node: fx.Node, modules: dict) -> str:
+    if node.op == "call_module":
+        return f"node {node.name!r} (module {node.target!r}: {type(modules[node.target]).__name__})"
+    target = getattr(node.target, "__name__", str(node.target))
+    return f"node {node.name!r} ({node.op} {target})"
+
+
+def _construct(node: fx.Node, modules: dict) -> str:
+    t = node.target
+    if t in (torch.cat, torch.concat, torch.stack):
+        return "concatenation"
+    if t in (torch.split, torch.chunk, operator.getitem) or (node.op == "call_method" and t in ("split", "chunk")):
+        return "split/indexing"
+    if node.op == "call_module":
+        m = modules[t]
+        if isinstance(m, _CONV):
+            return f"grouped convolution (groups={m.groups}, only depthwise is supported)"
+        if isinstance(m, nn.MultiheadAttention):
+            return "attention"
+        if isinstance(m, nn.Linear):
+            return "Linear on an input with more than 2 dims"
+        return f"module type {type(m).__name__}"
+    if t in _MUL:
+        return "tensor * tensor (gating/attention)"
+    if t in _ADD:
+        return "addition of a constant or of tensors with different shapes/layouts"
+    if t in (torch.matmul, torch.bmm, operator.matmul, _F.scaled_dot_product_attention):
+        return "matrix product / attention"
+    return "an operation compact does not know"
+
+
+class _Tracer:
+    """Walks the fx graph and builds channel spaces (union-find)."""
+
+    def __init__(self, gm: fx.GraphModule, modules: dict):
+        self.gm, self.modules = gm, modules
+        self.parent: list[int] = []
+        self.spaces: list[_Space] = []
+        self.info: dict[fx.Node, tuple[int, int] | None] = {}
+        self.module_in: dict[str, tuple[int, int]] = {}
+        self.module_out: dict[str, int] = {}
+
+    # --- union-find -------------------------------------------------------------
+    def new(self, size: int, fixed: bool = False) -> int:
+        self.parent.append(len(self.parent))
+        self.spaces.append(_Space(size, fixed))
+        return len(self.parent) - 1
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int, where: str) -> int:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return a
+        sa, sb = self.spaces[a], self.spaces[b]
+        if sa.size != sb.size:
+            raise ValueError(f"compact: {where} joins channel groups of sizes {sa.size} and {sb.size}")
+        self.parent[b] = a
+        sa.fixed |= sb.fixed
+        for f in ("producers", "bns", "depthwise", "consumers", "barriers"):
+            getattr(sa, f).extend(getattr(sb, f))
+        return a
+
+    def space(self, i: int) -> _Space:
+        return self.spaces[self.find(i)]
+
+    # --- helpers ------------------------------------------------------------------
+    @staticmethod
+    def shape(node) -> torch.Size | None:
+        if not isinstance(node, fx.Node):
+            return None
+        tm = node.meta.get("tensor_meta")
+        return getattr(tm, "shape", None)
+
+    def fresh_for(self, node: fx.Node) -> tuple[int, int] | None:
+        shape = self.shape(node)
+        if shape is None:
+            return None
+        return (self.new(shape[1] if len(shape) >= 2 else 0, fixed=True), 1)
+
+    def barrier(self, node: fx.Node, inputs) -> tuple[int, int] | None:
+        what = f"{_describe(node, self.modules)}: {_construct(node, self.modules)}"
+        for a in inputs:
+            if self.info.get(a) is not None:
+                self.space(self.info[a][0]).barriers.append(what)
+        return self.fresh_for(node)
+
+    def tensor_args(self, node: fx.Node) -> list[fx.Node]:
+        out = []
+        for a in list(node.args) + list(node.kwargs.values()):
+            for x in tree_flatten(a)[0]:
+                if isinstance(x, fx.Node) and self.info.get(x) is not None:
+                    out.append(x)
+        return out
+
+    # --- the walk -----------------------------------------------------------------
+    def run(self) -> None:
+        counts: dict[str, int] = {}
+        for node in self.gm.graph.nodes:
+            if node.op == "call_module":
+                m = self.modules[node.target]
+                if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)):
+                    counts[node.target] = counts.get(node.target, 0) + 1
+                    if counts[node.target] > 1:
+                        raise ValueError(
+                            f"compact: module {node.target!r} ({type(m).__name__}) is called more than once "
+                            "(a reused module with parameters); compact does not support shared layers"
+                        )
+        for node in self.gm.graph.nodes:
+            self.info[node] = self.visit(node)
+
+    def passthrough(self, node: fx.Node, src: fx.Node) -> tuple[int, int] | None:
+        si, so = self.shape(src), self.shape(node)
+        if si is None or so is None or len(si) < 2 or len(so) < 2 or si[:2] != so[:2]:
+            return self.barrier(node, [src])
+        return self.info[src]
+
+    def flatten(self, node: fx.Node, src: fx.Node) -> tuple[int, int] | None:
+        si, so = self.shape(src), self.shape(node)
+        if si is None or so is None or len(si) < 2:
+            return self.barrier(node, [src])
+        if len(so) == 2 and so[0] == si[0] and so[1] == math.prod(si[1:]):
+            sid, rep = self.info[src]
+            return (sid, rep * math.prod(si[2:]))
+        if so == si:
+            return self.info[src]
+        return self.barrier(node, [src])
+
+    def visit(self, node: fx.Node) -> tuple[int, int] | None:
+        if node.op == "placeholder" or node.op == "get_attr":
+            return self.fresh_for(node)
+        if node.op == "output":
+            for a in self.tensor_args(node):
+                self.space(self.info[a][0]).fixed = True
+            return None
+        if self.shape(node) is None and not self.tensor_args(node):
+            return None  # sizes, shapes, ints: no channels involved
+        args = self.tensor_args(node)
+        first = node.args[0] if node.args else None
+        if node.op == "call_module":
+            m = self.modules[node.target]
+            src = args[0] if args else None
+            if src is None or len(args) != 1 or first is not src:
+                return self.barrier(node, args)
+            if isinstance(m, _CONV):
+                sid, rep = self.info[src]
+                if rep != 1:
+                    return self.barrier(node, args)
+                if m.groups == 1:
+                    self.space(sid).consumers.append((node.target, 1))
+                    self.module_in[node.target] = (sid, 1)
+                    out = self.new(m.out_channels)
+                    self.space(out).producers.append(node.target)
+                    self.module_out[node.target] = out
+                    return (out, 1)
+                if m.groups == m.in_channels == m.out_channels:
+                    s = self.space(sid)
+                    s.depthwise.append(node.target)
+                    s.producers.append(node.target)
+                    self.module_out[node.target] = self.find(sid)
+                    return (sid, 1)
+                return self.barrier(node, args)
+            if isinstance(m, nn.Linear):
+                shape = self.shape(src)
+                if shape is None or len(shape) != 2:
+                    return self.barrier(node, args)
+                sid, rep = self.info[src]
+                self.space(sid).consumers.append((node.target, rep))
+                self.module_in[node.target] = (sid, rep)
+                out = self.new(m.out_features)
+                self.space(out).producers.append(node.target)
+                self.module_out[node.target] = out
+                return (out, 1)
+            if isinstance(m, _BN):
+                if self.info[src][1] != 1:
+                    return self.barrier(node, args)
+                self.space(self.info[src][0]).bns.append(node.target)
+                return self.passthrough(node, src)
+            if isinstance(m, _PASS_MODULES):
+                return self.passthrough(node, src)
+            if isinstance(m, nn.Flatten):
+                if m.start_dim != 1 or m.end_dim != -1:
+                    return self.barrier(node, args)
+                return self.flatten(node, src)
+            return self.barrier(node, args)
+        if node.op in ("call_function", "call_method"):
+            t = node.target
+            fn = node.op == "call_function"
+            if (fn and t in _PASS_FUNCTIONS) or (not fn and t in _PASS_METHODS):
+                if len(args) == 1 and first is args[0]:
+                    return self.passthrough(node, args[0])
+            elif (fn and t in _FLATTEN) or (not fn and t in _RESHAPE_METHODS):
+                if len(args) == 1 and first is args[0]:
+                    return self.flatten(node, args[0])
+            elif (fn and t in _MEAN) or (not fn and t in _MEAN_METHODS):
+                dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+                dims = [dims] if isinstance(dims, int) else dims
+                shape = self.shape(args[0]) if args else None
+                if (len(args) == 1 and first is args[0] and dims is not None and shape is not None
+                        and all(isinstance(d, int) and (d % len(shape)) >= 2 for d in dims)):
+                    return self.passthrough(node, args[0])
+            elif fn and t in _ADD:
+                if (len(args) == 2 and len(node.args) == 2 and "alpha" not in node.kwargs
+                        and self.shape(args[0]) == self.shape(args[1])
+                        and self.info[args[0]][1] == self.info[args[1]][1]):
+                    sid = self.union(self.info[args[0]][0], self.info[args[1]][0], _describe(node, self.modules))
+                    return (sid, self.info[args[0]][1])
+            elif fn and t in _MUL:
+                if (len(args) == 1 and len(node.args) == 2 and node.args[0] is args[0]
+                        and isinstance(node.args[1], (int, float))) or (
+                        len(args) == 1 and len(node.args) == 2 and node.args[1] is args[0]
+                        and isinstance(node.args[0], (int, float)) and t in (operator.mul, torch.mul)):
+                    return self.passthrough(node, args[0])
+            return self.barrier(node, args)
+        return self.barrier(node, args)
+
+
+def _trace(model: nn.Module, example_inputs) -> tuple[fx.GraphModule, dict]:
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:  # noqa: BLE001 - torch.fx raises many kinds of errors
+        raise TypeError(
+            f"compact: torch.fx.symbolic_trace cannot trace {type(model).__name__} "
+            f"({type(e).__name__}: {e}); compact needs a model without data-dependent control flow"
+        ) from e
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    with torch.no_grad(), _eval(gm):
+        ShapeProp(gm).propagate(*args)
+    return gm, dict(gm.named_modules())
+
+
+class _eval:
+    """Context: the model in eval mode, each module's own flag restored afterwards."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.flags = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        for m, t in self.flags:
+            m.training = t
+
+
+def _check_inputs(model, example_inputs) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    ok = isinstance(example_inputs, torch.Tensor) or (
+        isinstance(example_inputs, tuple) and all(isinstance(x, torch.Tensor) for x in example_inputs))
+    if not ok:
+        raise TypeError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
+
+
+def _kept_rows(module: nn.Module) -> torch.Tensor:
+    """Bool [out]: which output channels of a Conv/Linear are not entirely masked."""
+    mask = getattr(module, "weight_mask", None)
+    n = module.weight.shape[0] if mask is None else mask.shape[0]
+    if mask is None:
+        return torch.ones(n, dtype=torch.bool)
+    return mask.reshape(n, -1).bool().any(dim=1).cpu()
+
+
+def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
+    """Trace ``model`` (masks still applied) and decide the kept channels of every group."""
+    gm, modules = _trace(model, example_inputs)
+    tr = _Tracer(gm, modules)
+    tr.run()
+    groups, out_index, in_index, bn_index = [], {}, {}, {}
+    kept_of: dict[int, torch.Tensor] = {}
+    for i in range(len(tr.spaces)):
+        if tr.find(i) != i:
+            continue
+        s = tr.spaces[i]
+        if not s.producers and not s.consumers and not s.bns:
+            continue
+        keep = torch.zeros(s.size, dtype=torch.bool)
+        if s.fixed or not s.producers:
+            keep[:] = True
+        else:
+            for p in s.producers:
+                keep |= _kept_rows(modules[p])
+        if not keep.any():
+            keep[0] = True  # a layer never loses all its channels
+        if not keep.all() and s.barriers:
+            raise ValueError(
+                f"compact: the masks remove {int((~keep).sum())} channels of the group produced by "
+                f"{s.producers}, and they flow into {s.barriers[0]}, which compact does not support; "
+                "keep those channels (exclude= the producing layers when pruning) or restructure the model"
+            )
+        kept = keep.nonzero().flatten()
+        kept_of[i] = kept
+        groups.append({"producers": list(s.producers), "batchnorms": list(s.bns),
+                       "depthwise": list(s.depthwise), "consumers": [c for c, _ in s.consumers],
+                       "size": s.size, "fixed": s.fixed, "kept": kept})
+    for name, sid in tr.module_out.items():
+        out_index[name] = kept_of[tr.find(sid)]
+    for name, (sid, rep) in tr.module_in.items():
+        kept = kept_of[tr.find(sid)]
+        in_index[name] = (kept[:, None] * rep + torch.arange(rep)).flatten()
+    for i, kept in kept_of.items():
+        for b in tr.spaces[i].bns:
+            bn_index[b] = kept
+    return ChannelPlan(groups, out_index, in_index, bn_index)
+
+
+def plan_channels(model: nn.Module, example_inputs) -> ChannelPlan:
+    """The channel groups of ``model`` and the channels :func:`compact` would keep.
+
+    Nothing is modified.
+    """
+    _check_inputs(model, example_inputs)
+    return _plan(model, example_inputs)
+
+
+def _zero(plan: ChannelPlan, modules: dict) -> None:
+    with torch.no_grad():
+        for g in plan.groups:
+            gone = torch.ones(g["size"], dtype=torch.bool)
+            gone[g["kept"]] = False
+            if not gone.any():
+                continue
+            for p in g["producers"]:
+                b = getattr(modules[p], "bias", None)
+                if b is not None:
+                    b[gone] = 0
+            for name in g["batchnorms"]:
+                bn = modules[name]
+                if bn.weight is not None:
+                    bn.weight[gone] = 0
+                if bn.bias is not None:
+                    bn.bias[gone] = 0
+
+
+def zero_removed_channels(model: nn.Module, example_inputs, inplace: bool = False) -> nn.Module:
+    """The masked model with the channels :func:`compact` removes made exactly zero.
+
+    For every removed channel, the producers' bias entries and the group's BatchNorm
+    ``weight`` and ``bias`` (gamma, beta) entries are set to zero; masks and hooks stay.
+    Returns a copy (``model`` untouched) unless ``inplace=True``. The result is the
+    reference :func:`compact` equals; see the module docstring.
+    """
+    _check_inputs(model, example_inputs)
+    work = model if inplace else _copy(model)
+    plan = _plan(work, example_inputs)
+    _zero(plan, dict(work.named_modules()))
+    return work
+
+
+def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int) -> None:
+    t = getattr(module, name, None)
+    if t is None:
+        return
+    new = t.detach().index_select(dim, index.to(t.device)).clone()
+    if isinstance(t, nn.Parameter):
+        setattr(module, name, nn.Parameter(new, requires_grad=t.requires_grad))
+    else:
+        setattr(module, name, new)
+
+
+def _shrink(plan: ChannelPlan, modules: dict) -> None:
+    for name, idx in plan.bn_index.items():
+        bn = modules[name]
+        if len(idx) == bn.num_features:
+            continue
+        for p in ("weight", "bias", "running_mean", "running_var"):
+            _slice_param(bn, p, idx, 0)
+        bn.num_features = len(idx)
+    for name in set(plan.out_index) | set(plan.in_index):
+        m = modules[name]
+        out_idx = plan.out_index.get(name)
+        in_idx = plan.in_index.get(name)
+        if isinstance(m, _CONV) and m.groups > 1:  # depthwise: input and output coupled
+            if len(out_idx) != m.out_channels:
+                _slice_param(m, "weight", out_idx, 0)
+                _slice_param(m, "bias", out_idx, 0)
+                m.in_channels = m.out_channels = m.groups = len(out_idx)
+            continue
+        if out_idx is not None and len(out_idx) != m.weight.shape[0]:
+            _slice_param(m, "weight", out_idx, 0)
+            _slice_param(m, "bias", out_idx, 0)
+        if in_idx is not None and len(in_idx) != m.weight.shape[1]:
+            _slice_param(m, "weight", in_idx, 1)
+        if isinstance(m, nn.Linear):
+            m.out_features, m.in_features = m.weight.shape[0], m.weight.shape[1]
+        else:
+            m.out_channels, m.in_channels = m.weight.shape[0], m.weight.shape[1]
+
+
+def _outputs(model: nn.Module, example_inputs) -> list[torch.Tensor]:
+    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    with torch.no_grad(), _eval(model):
+        out = model(*args)
+    return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    """Deep copy; the masked weights ``weight = orig * mask`` that ``torch.nn.utils.prune``
+    keeps as non-leaf attributes (which ``copy.deepcopy`` refuses) are copied detached."""
+    memo: dict = {}
+    for m in model.modules():
+        for hook in m._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                t = m.__dict__.get(hook._tensor_name)
+                if isinstance(t, torch.Tensor) and not t.is_leaf:
+                    memo[id(t)] = t.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+def compact(model: nn.Module, example_inputs) -> nn.Module:
+    """A physically smaller copy of a channel-masked ``model``; ``model`` is untouched.
+
+    ``example_inputs`` (a tensor or a tuple of tensors) is used to trace shapes and to
+    check the result. A channel is removed when every producer of its group masks its
+    whole output row; the compacted model equals
+    ``zero_removed_channels(model, example_inputs)`` -- the masked model
+    with the removed channels' biases and BatchNorm gamma/beta set to zero -- see the
+    module docstring. The result is an ordinary model of the same class (no masks, no
+    hooks); scattered (non-channel) masked weights are plain zeros in it.
+
+    >>> import torch, torch.nn as nn, prunekit as pk
+    >>> from prunekit.surgery import compact
+    >>> torch.manual_seed(0) and None
+    >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    >>> _ = pk.prune(model, 0.5, criterion="random", granularity="channel", scope="layer")
+    >>> small = compact(model, torch.randn(1, 8))
+    >>> small[0].out_features, small[2].in_features, small[2].out_features
+    (8, 8, 2)
+    """
+    _check_inputs(model, example_inputs)
+    work = _copy(model)
+    plan = _plan(work, example_inputs)
+    modules = dict(work.named_modules())
+    for m in modules.values():  # fold masks: weight = orig * mask, hooks and buffers gone
+        for hook in [h for h in m._forward_pre_hooks.values() if isinstance(h, torch_prune.BasePruningMethod)]:
+            if hasattr(m, hook._tensor_name + "_mask"):
+                torch_prune.remove(m, hook._tensor_name)
+    _zero(plan, modules)
+    reference = _outputs(work, example_inputs)
+    _shrink(plan, modules)
+    try:
+        result = _outputs(work, example_inputs)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(
+            f"compact: the compacted model fails on example_inputs ({type(e).__name__}: {e}); "
+            "a hard-coded shape in forward() (e.g. view(-1, 512 * 7 * 7)) is not supported"
+        ) from e
+    if len(result) != len(reference) or any(
+        r.shape != o.shape or not torch.allclose(r, o, rtol=1e-4, atol=1e-4 * max(1.0, (float(r.abs().max()) if r.numel() else 0.0)))
+        for r, o in zip(reference, result)
+    ):
+        raise RuntimeError(
+            "compact: the compacted model's outputs differ from the masked reference on example_inputs; "
+            "the model contains a construct compact mishandles -- please report it"
+        )
+    return work

@@ -1,0 +1,298 @@
+"""compact(): channel masks -> a physically smaller model with the same outputs."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+import prunekit as pk
+from prunekit.models import MLP, ResNet, SmallCNN
+from prunekit.surgery import compact, plan_channels, zero_removed_channels
+
+from helpers import assert_untouched, snapshot, tiny_cnn
+
+
+def randomise_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine, so removed channels carry a BN shift."""
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+    return model
+
+
+def channel_prune(model: nn.Module, sparsity: float = 0.5, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    pk.prune(model, sparsity, criterion="random", granularity="channel", scope="layer")
+    return model.eval()
+
+
+def kept(module: nn.Module) -> int:
+    """Output channels of a masked Conv/Linear whose row is not entirely masked."""
+    m = module.weight_mask
+    return int(m.reshape(m.shape[0], -1).any(dim=1).sum())
+
+
+def max_diff(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((a(x) - b(x)).abs().max())
+
+
+def check_compact(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """The common contract: untouched input, smaller, no masks, equal to the reference."""
+    snap = snapshot(model)
+    small = compact(model, x[:1])
+    assert_untouched(model, snap)
+    assert not torch_prune.is_pruned(small)
+    assert type(small) is type(model)
+    assert pk.count_params(small) < pk.count_params(model)
+    assert pk.count_macs(small, x[:1])[0] < pk.count_macs(model, x[:1])[0]
+    ref = zero_removed_channels(model, x[:1])
+    assert_untouched(model, snap)
+    assert max_diff(small, ref, x) <= 1e-4
+    return small
+
+
+def test_mlp_shapes_params_and_outputs():
+    torch.manual_seed(0)
+    model = channel_prune(MLP(64, (32, 16), 10))
+    x = torch.randn(8, 64)
+    small = check_compact(model, x)
+    k1, k2 = kept(model.fc1), kept(model.fc2)
+    assert (small.fc1.out_features, small.fc2.in_features, small.fc2.out_features) == (k1, k1, k2)
+    assert (small.fc3.in_features, small.fc3.out_features) == (k2, 10)  # the classes stay
+    assert pk.count_params(small) == (64 * k1 + k1) + (k1 * k2 + k2) + (k2 * 10 + 10)
+    assert small(torch.randn(3, 1, 8, 8)).shape == (3, 10)  # still flattens image input
+
+
+def test_smallcnn_params_and_outputs_with_bn_shift():
+    torch.manual_seed(0)
+    model = channel_prune(randomise_bn(SmallCNN(3, 10, (8, 16, 16), hidden=12)), 0.4)
+    x = torch.randn(4, 3, 16, 16)
+    small = check_compact(model, x)
+    f = model.features
+    k = [3, kept(f[0]), kept(f[4]), kept(f[8])]
+    kh = kept(model.classifier[2])
+    expected = sum(k[i] * k[i + 1] * 9 + 2 * k[i + 1] for i in range(3)) + (k[3] * kh + kh) + (kh * 10 + 10)
+    assert pk.count_params(small) == expected
+    assert small.features[1].running_mean.shape == (k[1],)
+    # The documented semantics: the removed channels' BatchNorm shift goes with them, so the
+    # plain masked model (whose removed channels output BN's constant) differs from the compacted one.
+    assert max_diff(small, model, x) > 1e-3
+
+
+def test_equals_plain_masked_model_when_removed_channels_carry_nothing():
+    # fresh BatchNorm (running_mean 0, beta 0) and no biases in front of removed channels:
+    # the masked model already outputs zeros there, so compact equals it as it is
+    torch.manual_seed(0)
+    model = channel_prune(SmallCNN(3, 10, (8, 16), hidden=None))
+    x = torch.randn(4, 3, 8, 8)
+    small = compact(model, x[:1])
+    assert pk.count_params(small) < pk.count_params(model)
+    assert max_diff(small, model, x) <= 1e-4
+
+
+def test_flatten_maps_a_channel_to_its_spatial_block():
+    model = tiny_cnn()  # conv(3->8) bn relu conv(8->16, 3x3 out) relu flatten linear(144->10)
+    model[4] = nn.Identity()  # no ReLU after conv2's bias: removed channels must still be exact
+    channel_prune(model, 0.5)
+    x = torch.randn(4, 3, 8, 8)
+    small = check_compact(model, x)
+    k1, k2 = kept(model[0]), kept(model[3])
+    assert small[6].in_features == k2 * 9
+    assert pk.count_params(small) == (3 * 9 * k1 + k1) + 2 * k1 + (k1 * 9 * k2 + k2) + (k2 * 9 * 10 + 10)
+
+
+def test_our_resnet_residual_groups_keep_the_union():
+    torch.manual_seed(0)
+    model = channel_prune(randomise_bn(ResNet(3, 10, (8, 16), blocks_per_stage=2)), 0.5)
+    x = torch.randn(2, 3, 16, 16)
+    check_compact(model, x)
+    plan = plan_channels(model, x[:1])
+    mods = dict(model.named_modules())
+    stage1 = next(g for g in plan.groups if "conv1" in g["producers"])
+    assert set(stage1["producers"]) == {"conv1", "layer1.0.conv2", "layer1.1.conv2"}
+    assert {"bn1", "layer1.0.bn2", "layer1.1.bn2"} <= set(stage1["batchnorms"])
+    stage2 = next(g for g in plan.groups if "layer2.0.downsample.0" in g["producers"])
+    assert "layer2.0.conv2" in stage2["producers"] and "fc" in stage2["consumers"]
+    for g in plan.groups:
+        if g["fixed"]:
+            assert len(g["kept"]) == g["size"]
+            continue
+        union = torch.zeros(g["size"], dtype=torch.bool)
+        for p in g["producers"]:
+            m = mods[p].weight_mask
+            union |= m.reshape(m.shape[0], -1).any(dim=1)
+        assert torch.equal(union.nonzero().flatten(), g["kept"]), g["producers"]
+
+
+def test_residual_channel_removed_in_one_branch_only_is_kept():
+    torch.manual_seed(0)
+    model = randomise_bn(ResNet(3, 10, (8,), blocks_per_stage=1)).eval()
+    masks = {"layer1.0.conv2.weight": torch.ones(8, 8, 3, 3, dtype=torch.bool)}
+    masks["layer1.0.conv2.weight"][2] = False  # the residual branch drops channel 2, the stem keeps it
+    masks["layer1.0.conv1.weight"] = torch.ones(8, 8, 3, 3, dtype=torch.bool)
+    masks["layer1.0.conv1.weight"][[0, 5]] = False  # inside the block: free to go
+    pk.apply_masks(model, masks)
+    x = torch.randn(2, 3, 8, 8)
+    small = compact(model, x[:1])
+    assert small.layer1[0].conv2.out_channels == 8 and small.fc.in_features == 8
+    assert small.layer1[0].conv1.out_channels == 6 and small.layer1[0].conv2.in_channels == 6
+    assert max_diff(small, zero_removed_channels(model, x[:1]), x) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg11_bn", "mobilenet_v2"])
+def test_torchvision_models(name):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(num_classes=10)
+    if name == "vgg11_bn":  # the 25088 -> 4096 -> 4096 head is 120M parameters: a small one keeps it fast
+        model.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 32), nn.ReLU(True), nn.Dropout(),
+                                         nn.Linear(32, 10))
+    channel_prune(randomise_bn(model), 0.4)
+    check_compact(model, torch.randn(2, 3, 32, 32))
+
+
+def test_depthwise_conv_follows_its_input_channels():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU6(),
+        nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )
+    randomise_bn(model).eval()
+    pw = torch.ones(8, 3, 1, 1, dtype=torch.bool)
+    dw = torch.ones(8, 1, 3, 3, dtype=torch.bool)
+    pw[[1, 3, 6]] = False
+    dw[[1, 3]] = False  # channel 6 is still produced by the depthwise conv's bias: kept
+    pk.apply_masks(model, {"0.weight": pw, "3.weight": dw})
+    x = torch.randn(2, 3, 6, 6)
+    small = compact(model, x[:1])
+    assert small[0].out_channels == 6 and small[1].num_features == 6
+    assert (small[3].in_channels, small[3].out_channels, small[3].groups) == (6, 6, 6)
+    assert small[3].weight.shape == (6, 1, 3, 3) and small[6].in_channels == 6
+    assert max_diff(small, zero_removed_channels(model, x[:1]), x) <= 1e-4
+
+
+def test_unstructured_masks_stay_as_zeros():
+    torch.manual_seed(0)
+    model = MLP(16, (32,), 4)
+    pk.prune(model, 0.5, granularity="unstructured", scope="layer")
+    assert all(m.any(dim=1).all() for m in pk.get_masks(model).values())  # no whole row masked
+    small = compact(model, torch.randn(1, 16))
+    assert small.fc1.weight.shape == (32, 16)
+    assert torch.equal(small.fc1.weight == 0, ~pk.get_masks(model)["fc1.weight"])
+    x = torch.randn(5, 16)
+    assert max_diff(small, model, x) == 0.0
+
+
+@pytest.mark.parametrize("make", [lambda: MLP(16, (8,), 3), lambda: SmallCNN(3, 4, (4, 8))])
+def test_model_without_masks_compacts_to_an_equal_copy(make):
+    torch.manual_seed(0)
+    model = randomise_bn(make()).eval()
+    x = torch.randn(2, 16) if isinstance(model, MLP) else torch.randn(2, 3, 8, 8)
+    small = compact(model, x[:1])
+    assert small is not model
+    assert small.state_dict().keys() == model.state_dict().keys()
+    for k, v in model.state_dict().items():
+        assert torch.equal(small.state_dict()[k], v)
+        assert small.state_dict()[k].data_ptr() != v.data_ptr()
+
+
+def test_training_flag_and_grad_are_kept():
+    torch.manual_seed(0)
+    model = channel_prune(MLP(16, (8,), 3)).train()
+    small = compact(model, torch.randn(1, 16))
+    assert small.training and model.training
+    small(torch.randn(2, 16)).sum().backward()
+    assert small.fc1.weight.grad is not None
+
+
+class Concat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], dim=1))
+
+
+class Reused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        return self.conv(self.conv(x))
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return x
+
+
+class HardCodedView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(-1, 4 * 4 * 4))
+
+
+def _mask_first_rows(model, name, rows):
+    w = dict(model.named_parameters())[name]
+    m = torch.ones_like(w, dtype=torch.bool)
+    m[rows] = False
+    pk.apply_masks(model, {name: m})
+    return model
+
+
+@pytest.mark.parametrize("model, name, x, words", [
+    (Concat(), "a.weight", torch.randn(1, 3, 4, 4), ["concatenation", "cat"]),
+    (nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1, groups=2)), "0.weight", torch.randn(1, 4, 4, 4),
+     ["grouped convolution", "groups=2", "'1'"]),
+    (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "0.weight", torch.randn(1, 4),
+     ["LayerNorm", "'1'"]),
+    (Reused(), "conv.weight", torch.randn(1, 4, 2, 2), ["more than once", "'conv'"]),
+])
+def test_unsupported_constructs_raise_and_name_them(model, name, x, words):
+    _mask_first_rows(model, name, [0])
+    snap = snapshot(model)
+    with pytest.raises(ValueError) as e:
+        compact(model, x)
+    for w in words:
+        assert w in str(e.value)
+    assert_untouched(model, snap)
+
+
+def test_unsupported_construct_is_fine_when_no_channel_reaches_it():
+    model = Concat()
+    _mask_first_rows(model, "head.weight", [0])  # the output is fixed: nothing is removed
+    small = compact(model, torch.randn(1, 3, 4, 4))
+    assert pk.count_params(small) == pk.count_params(model)
+
+
+def test_untraceable_and_hard_coded_shapes():
+    with pytest.raises(TypeError, match="symbolic_trace"):
+        compact(_mask_first_rows(Branchy(), "fc.weight", [0]), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="hard-coded shape"):
+        compact(_mask_first_rows(HardCodedView(), "conv.weight", [0, 1]), torch.randn(1, 3, 6, 6))
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="model"):
+        compact("not a model", torch.randn(1, 4))
+    with pytest.raises(TypeError, match="example_inputs"):
+        compact(nn.Linear(4, 2), [1, 2, 3, 4])
