@@ -20,7 +20,9 @@ dependency graph, Fang et al., CVPR 2023):
   entries are *members* of the group);
 * a residual addition ``a + b`` merges the spaces of ``a`` and ``b``;
 * a depthwise conv (``groups == in_channels == out_channels``) keeps the space of its
-  input: its filters are members and, as a producer, it also votes on removal;
+  input: its filters and biases are members, removed with the channels of its input
+  (a zero input channel gives a zero output once the bias entry is zero). It does not
+  vote: a channel only the depthwise conv masks stays, as a zero filter;
 * flatten (``nn.Flatten``, ``torch.flatten``, ``view``/``reshape`` to ``[N, -1]``) of
   ``[N, C, H, W]`` maps channel ``c`` to the ``H*W`` consecutive features
   ``c*H*W ... (c+1)*H*W - 1`` of the following Linear;
@@ -53,9 +55,9 @@ the channel, its bias and its BatchNorm entry go together. So the contract is
     ``compact(model, x)(y) == zero_removed_channels(model, x)(y)``
 
 (up to float rounding), where :func:`zero_removed_channels` sets, for every channel
-that :func:`compact` removes, the producers' bias entries and the group's BatchNorm
-``weight`` and ``bias`` (gamma, beta) entries to zero, so the masked model really
-outputs zero on it. When those entries are already zero -- no biases, and freshly
+that :func:`compact` removes, the producers' and depthwise convs' bias entries and the
+group's BatchNorm ``weight``, ``bias`` and ``running_mean`` entries to zero, so the
+masked model really outputs zero on it. When those entries are already zero -- no biases, and freshly
 initialised BatchNorm or BatchNorm without a learned shift -- the compacted model
 equals the masked model as it is. :func:`compact` checks its own result against this
 reference on ``example_inputs`` (in eval mode) and raises ``RuntimeError`` if they
@@ -81,7 +83,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.utils import prune as torch_prune
 from torch.utils._pytree import tree_flatten
 
@@ -95,7 +97,7 @@ _PASS_MODULES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample,
 )
 _F = nn.functional
 _PASS_FUNCTIONS = {
@@ -103,7 +105,7 @@ _PASS_FUNCTIONS = {
     _F.hardswish, _F.dropout, _F.dropout1d, _F.dropout2d, _F.dropout3d,
     _F.max_pool1d, _F.max_pool2d, _F.max_pool3d, _F.avg_pool1d, _F.avg_pool2d, _F.avg_pool3d,
     _F.adaptive_avg_pool1d, _F.adaptive_avg_pool2d, _F.adaptive_avg_pool3d,
-    _F.adaptive_max_pool1d, _F.adaptive_max_pool2d, _F.adaptive_max_pool3d,
+    _F.adaptive_max_pool1d, _F.adaptive_max_pool2d, _F.adaptive_max_pool3d, _F.interpolate,
 }
 _PASS_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone", "detach"}
 _ADD = {operator.add, operator.iadd, torch.add}
@@ -283,9 +285,12 @@ class _Tracer:
             for a in self.tensor_args(node):
                 self.space(self.info[a][0]).fixed = True
             return None
-        if self.shape(node) is None and not self.tensor_args(node):
-            return None  # sizes, shapes, ints: no channels involved
         args = self.tensor_args(node)
+        tm = node.meta.get("tensor_meta")
+        if tm is None:
+            return None  # sizes, shapes, ints: no channels involved
+        if not isinstance(tm, TensorMetadata):  # several tensors out (split, chunk, ...)
+            return self.barrier(node, args)
         first = node.args[0] if node.args else None
         if node.op == "call_module":
             m = self.modules[node.target]
@@ -306,7 +311,6 @@ class _Tracer:
                 if m.groups == m.in_channels == m.out_channels:
                     s = self.space(sid)
                     s.depthwise.append(node.target)
-                    s.producers.append(node.target)
                     self.module_out[node.target] = self.find(sid)
                     return (sid, 1)
                 return self.barrier(node, args)
@@ -374,8 +378,16 @@ def _trace(model: nn.Module, example_inputs) -> tuple[fx.GraphModule, dict]:
             f"({type(e).__name__}: {e}); compact needs a model without data-dependent control flow"
         ) from e
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    with torch.no_grad(), _eval(gm):
-        ShapeProp(gm).propagate(*args)
+    # the pruning pre-hooks overwrite ``module.weight`` on every forward: put them back after
+    saved = [(m, h._tensor_name, m.__dict__.get(h._tensor_name)) for m in model.modules()
+             for h in m._forward_pre_hooks.values() if isinstance(h, torch_prune.BasePruningMethod)]
+    try:
+        with torch.no_grad(), _eval(gm):
+            ShapeProp(gm).propagate(*args)
+    finally:
+        for m, name, t in saved:
+            if t is not None:
+                setattr(m, name, t)
     return gm, dict(gm.named_modules())
 
 
@@ -423,10 +435,10 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
         if tr.find(i) != i:
             continue
         s = tr.spaces[i]
-        if not s.producers and not s.consumers and not s.bns:
+        if not (s.producers or s.consumers or s.bns or s.depthwise):
             continue
         keep = torch.zeros(s.size, dtype=torch.bool)
-        if s.fixed or not s.producers:
+        if s.fixed or not s.producers:  # the model's inputs/outputs, or fed only by them
             keep[:] = True
         else:
             for p in s.producers:
@@ -481,13 +493,20 @@ def _zero(plan: ChannelPlan, modules: dict) -> None:
                     bn.weight[gone] = 0
                 if bn.bias is not None:
                     bn.bias[gone] = 0
+                if bn.running_mean is not None:
+                    bn.running_mean[gone] = 0
+            for name in g["depthwise"]:
+                b = modules[name].bias
+                if b is not None:
+                    b[gone] = 0
 
 
 def zero_removed_channels(model: nn.Module, example_inputs, inplace: bool = False) -> nn.Module:
     """The masked model with the channels :func:`compact` removes made exactly zero.
 
-    For every removed channel, the producers' bias entries and the group's BatchNorm
-    ``weight`` and ``bias`` (gamma, beta) entries are set to zero; masks and hooks stay.
+    For every removed channel, the producers' and depthwise convs' bias entries and the
+    group's BatchNorm ``weight``, ``bias`` and ``running_mean`` (gamma, beta, mean)
+    entries are set to zero; masks and hooks stay.
     Returns a copy (``model`` untouched) unless ``inplace=True``. The result is the
     reference :func:`compact` equals; see the module docstring.
     """
@@ -565,7 +584,7 @@ def compact(model: nn.Module, example_inputs) -> nn.Module:
     check the result. A channel is removed when every producer of its group masks its
     whole output row; the compacted model equals
     ``zero_removed_channels(model, example_inputs)`` -- the masked model
-    with the removed channels' biases and BatchNorm gamma/beta set to zero -- see the
+    with the removed channels' biases and BatchNorm gamma/beta/mean set to zero -- see the
     module docstring. The result is an ordinary model of the same class (no masks, no
     hooks); scattered (non-channel) masked weights are plain zeros in it.
 

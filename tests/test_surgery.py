@@ -167,15 +167,48 @@ def test_depthwise_conv_follows_its_input_channels():
     randomise_bn(model).eval()
     pw = torch.ones(8, 3, 1, 1, dtype=torch.bool)
     dw = torch.ones(8, 1, 3, 3, dtype=torch.bool)
-    pw[[1, 3, 6]] = False
-    dw[[1, 3]] = False  # channel 6 is still produced by the depthwise conv's bias: kept
+    pw[[1, 3, 6]] = False  # the pointwise conv removes channels 1, 3, 6 ...
+    dw[[1, 2]] = False  # ... the depthwise conv follows; its own mask of channel 2 stays as zeros
     pk.apply_masks(model, {"0.weight": pw, "3.weight": dw})
     x = torch.randn(2, 3, 6, 6)
     small = compact(model, x[:1])
-    assert small[0].out_channels == 6 and small[1].num_features == 6
-    assert (small[3].in_channels, small[3].out_channels, small[3].groups) == (6, 6, 6)
-    assert small[3].weight.shape == (6, 1, 3, 3) and small[6].in_channels == 6
+    assert small[0].out_channels == 5 and small[1].num_features == 5 and small[4].num_features == 5
+    assert (small[3].in_channels, small[3].out_channels, small[3].groups) == (5, 5, 5)
+    assert small[3].weight.shape == (5, 1, 3, 3) and small[6].in_channels == 5
+    assert torch.equal(small[3].weight[1], torch.zeros(1, 3, 3))  # old channel 2
     assert max_diff(small, zero_removed_channels(model, x[:1]), x) <= 1e-4
+
+
+class ViewFlatten(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 6, 3, bias=False), nn.BatchNorm2d(6, affine=False), nn.Linear(24, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(x.view(x.size(0), -1) * 0.5)
+
+
+def test_functional_ops_view_and_non_affine_batchnorm():
+    torch.manual_seed(0)
+    model = ViewFlatten()
+    with torch.no_grad():
+        model.bn.running_mean.normal_()
+    model.eval()
+    _mask_first_rows(model, "conv.weight", [0, 4])
+    x = torch.randn(3, 3, 4, 4)
+    small = check_compact(model, x)
+    assert small.conv.out_channels == 4 and small.bn.num_features == 4 and small.fc.in_features == 16
+
+
+def test_plan_channels_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = channel_prune(MLP(16, (8,), 3)).train()
+    model(torch.randn(2, 16))
+    before = model.fc1.weight
+    plan = plan_channels(model, torch.randn(1, 16))
+    assert model.fc1.weight is before and before.requires_grad
+    assert plan.removed() == 8 - kept(model.fc1)  # fc1's removed rows; the output layer is fixed
 
 
 def test_unstructured_masks_stay_as_zeros():
@@ -261,6 +294,8 @@ def _mask_first_rows(model, name, rows):
 
 @pytest.mark.parametrize("model, name, x, words", [
     (Concat(), "a.weight", torch.randn(1, 3, 4, 4), ["concatenation", "cat"]),
+    (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
+     ["Sigmoid", "'1'"]),
     (nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1, groups=2)), "0.weight", torch.randn(1, 4, 4, 4),
      ["grouped convolution", "groups=2", "'1'"]),
     (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "0.weight", torch.randn(1, 4),
