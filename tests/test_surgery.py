@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torchvision
 from torch import nn
 from torch.nn.utils import prune as torch_prune
@@ -106,6 +108,25 @@ def test_flatten_maps_a_channel_to_its_spatial_block():
     k1, k2 = kept(model[0]), kept(model[3])
     assert small[6].in_features == k2 * 9
     assert pk.count_params(small) == (3 * 9 * k1 + k1) + 2 * k1 + (k1 * 9 * k2 + k2) + (k2 * 9 * 10 + 10)
+
+
+@settings(max_examples=15, deadline=None)
+@given(widths=st.lists(st.integers(1, 8), min_size=1, max_size=3), hidden=st.one_of(st.none(), st.integers(1, 8)),
+       sparsity=st.floats(0.0, 0.9), seed=st.integers(0, 2**16))
+def test_property_smallcnn_any_widths_and_sparsity(widths, hidden, sparsity, seed):
+    torch.manual_seed(seed)
+    model = channel_prune(randomise_bn(SmallCNN(2, 3, widths, hidden=hidden)), sparsity, seed)
+    x = torch.randn(2, 2, 8, 8)
+    small = compact(model, x[:1])
+    assert max_diff(small, zero_removed_channels(model, x[:1]), x) <= 1e-4
+    k = [2] + [kept(model.features[4 * i]) for i in range(len(widths))]
+    expected = sum(k[i] * k[i + 1] * 9 + 2 * k[i + 1] for i in range(len(widths)))
+    if hidden is None:
+        expected += k[-1] * 3 + 3
+    else:
+        kh = kept(model.classifier[2])
+        expected += (k[-1] * kh + kh) + (kh * 3 + 3)
+    assert pk.count_params(small) == expected
 
 
 def test_our_resnet_residual_groups_keep_the_union():
