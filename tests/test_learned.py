@@ -4,6 +4,8 @@ import copy
 import functools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 
@@ -248,3 +250,43 @@ def test_bad_arguments_raise_and_leave_model_untouched(digits_img, call, arg):
         call(model, digits_img[0])
     assert_untouched(model, snap)
     assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_ste_scores_alone_learn_with_frozen_weights(trained_mlp, digits_flat):
+    model = copy.deepcopy(trained_mlp)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ste, hist = train_ste_masks(model, digits_flat[0], 0.5, steps=300, lr=1e-3, seed=0, init="random",
+                                weight_lr=None)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # weights frozen
+    assert sum(hist["flips"]) > 0  # the mask changed during training
+    assert sum(hist["loss"][-20:]) < 0.8 * sum(hist["loss"][:20])
+    ste.detach_hooks()
+
+
+def test_l0_gates_on_cnn_apply_equals_gated_eval(digits_img):
+    model = cnn()
+    pk.train.train(model, digits_img[0], epochs=2, lr=1e-2, progress=False, seed=0)
+    gates, hist = train_l0_gates(model, digits_img[0], 0.4, steps=150, seed=0)
+    x = next(iter(digits_img[1]))[0]
+    with torch.no_grad():
+        gated = model(x)
+    masks = gates.apply()
+    assert "features.1.weight" in masks and "features.1.bias" in masks  # the BatchNorm after each conv
+    with torch.no_grad():
+        assert torch.allclose(model(x), gated, atol=1e-5)
+    pk.remove_masks(model)
+    with torch.no_grad():
+        assert torch.allclose(model(x), gated, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 6), min_size=2, max_size=4), st.floats(0.0, 10.0), st.integers(0, 10_000))
+def test_group_lasso_property(widths, strength, seed):
+    torch.manual_seed(seed)
+    model = MLP(widths[0], tuple(widths[1:-1]), widths[-1])
+    by_hand = sum(torch.linalg.norm(m.weight, dim=1).sum() for m in model.modules() if isinstance(m, nn.Linear))
+    assert torch.allclose(group_lasso_penalty(model, strength), strength * by_hand, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(l1_penalty(model, strength),
+                          strength * sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, nn.Linear)),
+                          rtol=1e-5, atol=1e-6)
