@@ -19,6 +19,9 @@ dependency graph, Fang et al., CVPR 2023):
   and reductions over the spatial dims pass a space through unchanged (BatchNorm
   entries are *members* of the group);
 * a residual addition ``a + b`` merges the spaces of ``a`` and ``b``;
+* a concatenation along the channels (``torch.cat(xs, dim=1)``) lays the spaces of its
+  parts side by side: each part keeps its own channels, at its own offset (DenseNet,
+  GoogLeNet/Inception); a BatchNorm or conv after it indexes all parts;
 * a depthwise conv (``groups == in_channels == out_channels``) keeps the space of its
   input: its filters and biases are members, removed with the channels of its input
   (a zero input channel gives a zero output once the bias entry is zero). It does not
@@ -65,9 +68,11 @@ differ, so it never returns a silently wrong model.
 
 Unsupported constructs
 ----------------------
-Concatenation, splitting/indexing, grouped convs other than depthwise, attention,
-``tensor * tensor`` gating, additions of a constant, Linear layers on inputs with more
-than 2 dims, norms other than BatchNorm, and any other operation compact does not know
+Splitting/indexing/channel shuffles (``view`` to other than ``[N, -1]``), grouped convs
+other than depthwise, attention, ``tensor * tensor`` gating (squeeze-and-excitation),
+additions of a constant, Linear layers on inputs with more than 2 dims, norms other
+than BatchNorm, activations with ``f(0) != 0`` (sigmoid), concatenation along another
+dim, and any other operation compact does not know
 raise a ``ValueError`` naming the node and the construct -- but only when channels that
 the masks remove would flow into it; channels that reach them untouched are simply kept.
 Modules with parameters that are called more than once, and models that
@@ -114,6 +119,7 @@ _FLATTEN = {torch.flatten}
 _RESHAPE_METHODS = {"flatten", "view", "reshape"}
 _MEAN = {torch.mean, torch.amax, torch.sum}
 _MEAN_METHODS = {"mean", "amax", "sum"}
+_CAT = {torch.cat, torch.concat}
 
 
 @dataclass
@@ -174,19 +180,25 @@ def _construct(node: fx.Node, modules: dict) -> str:
         return "addition of a constant or of tensors with different shapes/layouts"
     if t in (torch.matmul, torch.bmm, operator.matmul, _F.scaled_dot_product_attention):
         return "matrix product / attention"
-    return "an operation compact does not know"
+    return "an operation compact has no rule for"
 
 
 class _Tracer:
-    """Walks the fx graph and builds channel spaces (union-find)."""
+    """Walks the fx graph and builds channel spaces (union-find).
+
+    A tensor's channel dim is described by a list of *segments* ``(space, repeat)``, one
+    per concatenated part: a segment covers ``size * repeat`` consecutive channels
+    (features), channel ``c`` of the space being the ``repeat`` features from ``c * repeat``.
+    """
 
     def __init__(self, gm: fx.GraphModule, modules: dict):
         self.gm, self.modules = gm, modules
         self.parent: list[int] = []
         self.spaces: list[_Space] = []
-        self.info: dict[fx.Node, tuple[int, int] | None] = {}
-        self.module_in: dict[str, tuple[int, int]] = {}
-        self.module_out: dict[str, int] = {}
+        self.info: dict[fx.Node, list | None] = {}
+        self.module_in: dict[str, list] = {}
+        self.module_out: dict[str, list] = {}
+        self.bn_in: dict[str, list] = {}
 
     # --- union-find -------------------------------------------------------------
     def new(self, size: int, fixed: bool = False) -> int:
@@ -224,17 +236,17 @@ class _Tracer:
         tm = node.meta.get("tensor_meta")
         return getattr(tm, "shape", None)
 
-    def fresh_for(self, node: fx.Node) -> tuple[int, int] | None:
+    def fresh_for(self, node: fx.Node) -> list | None:
         shape = self.shape(node)
         if shape is None:
             return None
-        return (self.new(shape[1] if len(shape) >= 2 else 0, fixed=True), 1)
+        return [(self.new(shape[1] if len(shape) >= 2 else 0, fixed=True), 1)]
 
-    def barrier(self, node: fx.Node, inputs) -> tuple[int, int] | None:
+    def barrier(self, node: fx.Node, inputs) -> list | None:
         what = f"{_describe(node, self.modules)}: {_construct(node, self.modules)}"
         for a in inputs:
-            if self.info.get(a) is not None:
-                self.space(self.info[a][0]).barriers.append(what)
+            for sid, _ in self.info.get(a) or []:
+                self.space(sid).barriers.append(what)
         return self.fresh_for(node)
 
     def tensor_args(self, node: fx.Node) -> list[fx.Node]:
@@ -244,6 +256,10 @@ class _Tracer:
                 if isinstance(x, fx.Node) and self.info.get(x) is not None:
                     out.append(x)
         return out
+
+    def unit(self, node: fx.Node) -> bool:
+        """Whether every segment of ``node`` is one channel per space channel (no flatten)."""
+        return all(rep == 1 for _, rep in self.info[node])
 
     # --- the walk -----------------------------------------------------------------
     def run(self) -> None:
@@ -261,29 +277,41 @@ class _Tracer:
         for node in self.gm.graph.nodes:
             self.info[node] = self.visit(node)
 
-    def passthrough(self, node: fx.Node, src: fx.Node) -> tuple[int, int] | None:
+    def passthrough(self, node: fx.Node, src: fx.Node) -> list | None:
         si, so = self.shape(src), self.shape(node)
         if si is None or so is None or len(si) < 2 or len(so) < 2 or si[:2] != so[:2]:
             return self.barrier(node, [src])
         return self.info[src]
 
-    def flatten(self, node: fx.Node, src: fx.Node) -> tuple[int, int] | None:
+    def flatten(self, node: fx.Node, src: fx.Node) -> list | None:
         si, so = self.shape(src), self.shape(node)
         if si is None or so is None or len(si) < 2:
             return self.barrier(node, [src])
         if len(so) == 2 and so[0] == si[0] and so[1] == math.prod(si[1:]):
-            sid, rep = self.info[src]
-            return (sid, rep * math.prod(si[2:]))
+            hw = math.prod(si[2:])
+            return [(sid, rep * hw) for sid, rep in self.info[src]]
         if so == si:
             return self.info[src]
         return self.barrier(node, [src])
 
-    def visit(self, node: fx.Node) -> tuple[int, int] | None:
+    def producer(self, name: str, size: int) -> list:
+        out = self.new(size)
+        self.space(out).producers.append(name)
+        self.module_out[name] = [(out, 1)]
+        return [(out, 1)]
+
+    def consumer(self, name: str, src: fx.Node) -> None:
+        for sid, rep in self.info[src]:
+            self.space(sid).consumers.append((name, rep))
+        self.module_in[name] = self.info[src]
+
+    def visit(self, node: fx.Node) -> list | None:
         if node.op == "placeholder" or node.op == "get_attr":
             return self.fresh_for(node)
         if node.op == "output":
             for a in self.tensor_args(node):
-                self.space(self.info[a][0]).fixed = True
+                for sid, _ in self.info[a]:
+                    self.space(sid).fixed = True
             return None
         args = self.tensor_args(node)
         tm = node.meta.get("tensor_meta")
@@ -298,37 +326,29 @@ class _Tracer:
             if src is None or len(args) != 1 or first is not src:
                 return self.barrier(node, args)
             if isinstance(m, _CONV):
-                sid, rep = self.info[src]
-                if rep != 1:
+                if not self.unit(src):
                     return self.barrier(node, args)
                 if m.groups == 1:
-                    self.space(sid).consumers.append((node.target, 1))
-                    self.module_in[node.target] = (sid, 1)
-                    out = self.new(m.out_channels)
-                    self.space(out).producers.append(node.target)
-                    self.module_out[node.target] = out
-                    return (out, 1)
+                    self.consumer(node.target, src)
+                    return self.producer(node.target, m.out_channels)
                 if m.groups == m.in_channels == m.out_channels:
-                    s = self.space(sid)
-                    s.depthwise.append(node.target)
-                    self.module_out[node.target] = self.find(sid)
-                    return (sid, 1)
+                    for sid, _ in self.info[src]:
+                        self.space(sid).depthwise.append(node.target)
+                    self.module_out[node.target] = self.info[src]
+                    return self.info[src]
                 return self.barrier(node, args)
             if isinstance(m, nn.Linear):
                 shape = self.shape(src)
                 if shape is None or len(shape) != 2:
                     return self.barrier(node, args)
-                sid, rep = self.info[src]
-                self.space(sid).consumers.append((node.target, rep))
-                self.module_in[node.target] = (sid, rep)
-                out = self.new(m.out_features)
-                self.space(out).producers.append(node.target)
-                self.module_out[node.target] = out
-                return (out, 1)
+                self.consumer(node.target, src)
+                return self.producer(node.target, m.out_features)
             if isinstance(m, _BN):
-                if self.info[src][1] != 1:
+                if not self.unit(src):
                     return self.barrier(node, args)
-                self.space(self.info[src][0]).bns.append(node.target)
+                for sid, _ in self.info[src]:
+                    self.space(sid).bns.append(node.target)
+                self.bn_in[node.target] = self.info[src]
                 return self.passthrough(node, src)
             if isinstance(m, _PASS_MODULES):
                 return self.passthrough(node, src)
@@ -353,12 +373,21 @@ class _Tracer:
                 if (len(args) == 1 and first is args[0] and dims is not None and shape is not None
                         and all(isinstance(d, int) and (d % len(shape)) >= 2 for d in dims)):
                     return self.passthrough(node, args[0])
+            elif fn and t in _CAT:
+                parts = first if isinstance(first, (list, tuple)) else None
+                dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+                so = self.shape(node)
+                if (parts and isinstance(dim, int) and len(so) >= 2 and dim % len(so) == 1
+                        and all(isinstance(p, fx.Node) and self.info.get(p) is not None for p in parts)):
+                    return [seg for p in parts for seg in self.info[p]]
             elif fn and t in _ADD:
                 if (len(args) == 2 and len(node.args) == 2 and "alpha" not in node.kwargs
-                        and self.shape(args[0]) == self.shape(args[1])
-                        and self.info[args[0]][1] == self.info[args[1]][1]):
-                    sid = self.union(self.info[args[0]][0], self.info[args[1]][0], _describe(node, self.modules))
-                    return (sid, self.info[args[0]][1])
+                        and self.shape(args[0]) == self.shape(args[1])):
+                    a, b = self.info[args[0]], self.info[args[1]]
+                    if len(a) == len(b) and all(ra == rb and self.space(sa).size == self.space(sb).size
+                                                for (sa, ra), (sb, rb) in zip(a, b)):
+                        where = _describe(node, self.modules)
+                        return [(self.union(sa, sb, where), ra) for (sa, ra), (sb, _) in zip(a, b)]
             elif fn and t in _MUL:
                 if (len(args) == 1 and len(node.args) == 2 and node.args[0] is args[0]
                         and isinstance(node.args[1], (int, float))) or (
@@ -429,7 +458,7 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
     gm, modules = _trace(model, example_inputs)
     tr = _Tracer(gm, modules)
     tr.run()
-    groups, out_index, in_index, bn_index = [], {}, {}, {}
+    groups = []
     kept_of: dict[int, torch.Tensor] = {}
     for i in range(len(tr.spaces)):
         if tr.find(i) != i:
@@ -449,21 +478,31 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
             raise ValueError(
                 f"compact: the masks remove {int((~keep).sum())} channels of the group produced by "
                 f"{s.producers}, and they flow into {s.barriers[0]}, which compact does not support; "
-                "keep those channels (exclude= the producing layers when pruning) or restructure the model"
+                "keep those channels (pass exclude= the producing layers when pruning)"
             )
         kept = keep.nonzero().flatten()
         kept_of[i] = kept
-        groups.append({"producers": list(s.producers), "batchnorms": list(s.bns),
-                       "depthwise": list(s.depthwise), "consumers": [c for c, _ in s.consumers],
+        groups.append({"producers": list(dict.fromkeys(s.producers)),
+                       "batchnorms": list(dict.fromkeys(s.bns)),
+                       "depthwise": list(dict.fromkeys(s.depthwise)),
+                       "consumers": list(dict.fromkeys(c for c, _ in s.consumers)),
                        "size": s.size, "fixed": s.fixed, "kept": kept})
-    for name, sid in tr.module_out.items():
-        out_index[name] = kept_of[tr.find(sid)]
-    for name, (sid, rep) in tr.module_in.items():
-        kept = kept_of[tr.find(sid)]
-        in_index[name] = (kept[:, None] * rep + torch.arange(rep)).flatten()
-    for i, kept in kept_of.items():
-        for b in tr.spaces[i].bns:
-            bn_index[b] = kept
+
+    def index(segments: list) -> torch.Tensor:
+        parts, offset = [], 0
+        for sid, rep in segments:
+            root = tr.find(sid)
+            kept = kept_of.get(root)
+            size = tr.spaces[root].size
+            if kept is None:
+                kept = torch.arange(size)
+            parts.append(offset + (kept[:, None] * rep + torch.arange(rep)).flatten())
+            offset += size * rep
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+    out_index = {name: index(segs) for name, segs in tr.module_out.items()}
+    in_index = {name: index(segs) for name, segs in tr.module_in.items()}
+    bn_index = {name: index(segs) for name, segs in tr.bn_in.items()}
     return ChannelPlan(groups, out_index, in_index, bn_index)
 
 
@@ -476,29 +515,24 @@ def plan_channels(model: nn.Module, example_inputs) -> ChannelPlan:
     return _plan(model, example_inputs)
 
 
+def _gone(index: torch.Tensor, size: int) -> torch.Tensor:
+    gone = torch.ones(size, dtype=torch.bool)
+    gone[index] = False
+    return gone
+
+
 def _zero(plan: ChannelPlan, modules: dict) -> None:
     with torch.no_grad():
-        for g in plan.groups:
-            gone = torch.ones(g["size"], dtype=torch.bool)
-            gone[g["kept"]] = False
-            if not gone.any():
-                continue
-            for p in g["producers"]:
-                b = getattr(modules[p], "bias", None)
-                if b is not None:
-                    b[gone] = 0
-            for name in g["batchnorms"]:
-                bn = modules[name]
-                if bn.weight is not None:
-                    bn.weight[gone] = 0
-                if bn.bias is not None:
-                    bn.bias[gone] = 0
-                if bn.running_mean is not None:
-                    bn.running_mean[gone] = 0
-            for name in g["depthwise"]:
-                b = modules[name].bias
-                if b is not None:
-                    b[gone] = 0
+        for name, idx in plan.out_index.items():  # producers and depthwise convs: biases
+            b = getattr(modules[name], "bias", None)
+            if b is not None:
+                b[_gone(idx, b.shape[0]).to(b.device)] = 0
+        for name, idx in plan.bn_index.items():
+            bn = modules[name]
+            gone = _gone(idx, bn.num_features)
+            for t in (bn.weight, bn.bias, bn.running_mean):
+                if t is not None:
+                    t[gone.to(t.device)] = 0
 
 
 def zero_removed_channels(model: nn.Module, example_inputs, inplace: bool = False) -> nn.Module:

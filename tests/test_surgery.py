@@ -266,14 +266,23 @@ def test_training_flag_and_grad_are_kept():
     assert small.fc1.weight.grad is not None
 
 
-class Concat(nn.Module):
+class Sliced(nn.Module):
     def __init__(self):
         super().__init__()
-        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
-        self.head = nn.Conv2d(8, 2, 1)
+        self.conv, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(2, 2, 1)
 
     def forward(self, x):
-        return self.head(torch.cat([self.a(x), self.b(x)], dim=1))
+        return self.head(self.conv(x)[:, :2])
+
+
+class Gated(nn.Module):  # squeeze-and-excitation style
+    def __init__(self):
+        super().__init__()
+        self.conv, self.gate, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head(y * torch.sigmoid(self.gate(y.mean((2, 3), keepdim=True))))
 
 
 class Reused(nn.Module):
@@ -314,7 +323,8 @@ def _mask_first_rows(model, name, rows):
 
 
 @pytest.mark.parametrize("model, name, x, words", [
-    (Concat(), "a.weight", torch.randn(1, 3, 4, 4), ["concatenation", "cat"]),
+    (Sliced(), "conv.weight", torch.randn(1, 3, 4, 4), ["split/indexing", "getitem"]),
+    (Gated(), "conv.weight", torch.randn(1, 3, 4, 4), ["tensor * tensor", "mul"]),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
      ["Sigmoid", "'1'"]),
     (nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1, groups=2)), "0.weight", torch.randn(1, 4, 4, 4),
@@ -334,10 +344,47 @@ def test_unsupported_constructs_raise_and_name_them(model, name, x, words):
 
 
 def test_unsupported_construct_is_fine_when_no_channel_reaches_it():
-    model = Concat()
+    model = Sliced()
     _mask_first_rows(model, "head.weight", [0])  # the output is fixed: nothing is removed
     small = compact(model, torch.randn(1, 3, 4, 4))
     assert pk.count_params(small) == pk.count_params(model)
+
+
+class ConcatBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 5, 1)
+        self.bn = nn.BatchNorm2d(9)
+        self.c = nn.Conv2d(9, 6, 3, stride=2)
+        self.fc = nn.Linear(9 * 4 + 6 * 1, 3)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(torch.cat([self.a(x), self.b(x)], dim=1)))  # [N, 9, 4, 4]
+        z = torch.cat([torch.flatten(torch.nn.functional.avg_pool2d(y, 2), 1),
+                       torch.flatten(self.c(y).mean((2, 3)), 1)], 1)
+        return self.fc(z)
+
+
+def test_concatenation_keeps_each_parts_channels_at_their_offsets():
+    model = randomise_bn(ConcatBN()).eval()
+    _mask_first_rows(model, "a.weight", [1, 3])
+    _mask_first_rows(model, "b.weight", [0])
+    _mask_first_rows(model, "c.weight", [2, 4, 5])
+    x = torch.randn(2, 3, 4, 4)
+    small = check_compact(model, x)
+    assert (small.a.out_channels, small.b.out_channels, small.bn.num_features, small.c.in_channels) == (2, 4, 6, 6)
+    assert small.c.out_channels == 3 and small.fc.in_features == 6 * 4 + 3
+    plan = plan_channels(model, x[:1])
+    assert torch.equal(plan.bn_index["bn"], torch.tensor([0, 2, 5, 6, 7, 8]))
+    assert torch.equal(plan.in_index["fc"][:8], torch.tensor([0, 1, 2, 3, 8, 9, 10, 11]))
+
+
+def test_torchvision_style_densenet():
+    torch.manual_seed(0)
+    model = torchvision.models.DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2,
+                                        num_classes=5)
+    channel_prune(randomise_bn(model), 0.5)
+    check_compact(model, torch.randn(2, 3, 32, 32))
 
 
 def test_untraceable_and_hard_coded_shapes():
