@@ -290,3 +290,14 @@ def test_group_lasso_property(widths, strength, seed):
     assert torch.allclose(l1_penalty(model, strength),
                           strength * sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, nn.Linear)),
                           rtol=1e-5, atol=1e-6)
+
+
+def test_group_lasso_channel_groups():
+    model = cnn()
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    cols = sum(m.weight.transpose(0, 1).reshape(m.weight.shape[1], -1).norm(dim=1).sum() for m in convs)
+    rows = sum(m.weight.reshape(m.weight.shape[0], -1).norm(dim=1).sum() for m in convs)
+    assert torch.allclose(group_lasso_penalty(model, 0.5, groups="channels"), 0.5 * cols)
+    assert torch.allclose(group_lasso_penalty(model, 0.5, groups="both"), 0.5 * (rows + cols))
+    with pytest.raises(ValueError, match="groups"):
+        group_lasso_penalty(model, 0.5, groups="rows")

@@ -67,6 +67,7 @@ __all__ = [
     "HC_BETA",
     "HC_GAMMA",
     "HC_ZETA",
+    "GROUPS",
 ]
 
 # Louizos et al. 2018, hard-concrete constants: temperature beta, stretch interval (gamma, zeta).
@@ -142,17 +143,33 @@ def _row_norms(w: torch.Tensor) -> torch.Tensor:
     return torch.where(sq > 0, safe.sqrt(), torch.zeros_like(sq))
 
 
-def group_lasso_penalty(model: nn.Module, strength: float, include=None, exclude=None) -> torch.Tensor:
-    """SSL filter-wise group lasso: ``strength * sum_layers sum_c ||W[c]||_2`` (Wen et al. 2016).
+GROUPS = ("filters", "channels", "both")
 
-    One group per output channel of every prunable weight (a conv filter ``W[c, :, :, :]``, a
-    Linear row ``W[c, :]``); groups are not weighted by their size (as in SSL's equations; the
-    ``sqrt(|g|)`` weighting of Yuan & Lin's group lasso is not used). The gradient of a group
-    that is exactly zero is taken as 0 (a valid subgradient), never NaN.
+
+def group_lasso_penalty(model: nn.Module, strength: float, include=None, exclude=None,
+                        groups: str = "filters") -> torch.Tensor:
+    """SSL group lasso (Wen et al. 2016): ``strength * sum_layers sum_groups ||W_g||_2``.
+
+    ``groups="filters"`` (default): one group per output channel of every prunable weight (a conv
+    filter ``W[c, :, :, :]``, a Linear row ``W[c, :]``), the groups whose removal is channel
+    pruning. ``"channels"``: one group per input channel (``W[:, c, ...]``, a Linear column),
+    SSL's channel-wise term. ``"both"``: the sum of the two (SSL's filter-wise + channel-wise
+    regulariser with ``lambda_n = lambda_c = strength``). Groups are not weighted by their size,
+    as in SSL's equations (no ``sqrt(|g|)`` factor of Yuan & Lin's group lasso). The gradient of
+    a group that is exactly zero is taken as 0 (a valid subgradient), never NaN.
     """
     strength = _check_nonneg("strength", strength)
+    if groups not in GROUPS:
+        raise ValueError(f"groups must be one of {GROUPS}, got {groups!r}")
     targets = find_targets(_check_model(model), include=include, exclude=exclude)
-    return strength * sum(_row_norms(t.tensor).sum() for t in targets)
+    total = 0.0
+    for t in targets:
+        w = t.tensor
+        if groups in ("filters", "both"):
+            total = total + _row_norms(w).sum()
+        if groups in ("channels", "both") and w.dim() > 1:
+            total = total + _row_norms(w.transpose(0, 1)).sum()
+    return strength * total
 
 
 def bn_gammas(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -370,7 +387,7 @@ class _ChannelGateBase(nn.Module):
     def param(self, name: str) -> nn.Parameter:
         return self.params[self._key(name)]
 
-    def gate(self, name: str, training: bool) -> torch.Tensor:  # pragma: no cover - abstract
+    def gate(self, name: str, training: bool, batch: int | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def attach(self) -> "_ChannelGateBase":
@@ -389,12 +406,14 @@ class _ChannelGateBase(nn.Module):
 
     def _make_hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-            g = self.gate(name, module.training).to(output.dtype)
+            # the gate is [C] or, for per-example noise, [N, C] (N = output.shape[0])
+            g = self.gate(name, module.training, batch=output.shape[0] if output.dim() > 1 else None)
+            g = g.to(output.dtype)
             shape = [1] * output.dim()
-            if isinstance(self.sites[name], nn.Linear):
-                shape[-1] = -1
-            else:
-                shape[1] = -1
+            channel_dim = output.dim() - 1 if isinstance(self.sites[name], nn.Linear) else 1
+            shape[channel_dim] = -1
+            if g.dim() == 2:
+                shape[0] = g.shape[0]
             return output * g.view(shape)
         return hook
 
@@ -466,10 +485,13 @@ class HardConcreteGates(_ChannelGateBase):
     def log_alpha(self, name: str) -> torch.Tensor:
         return self.param(name)
 
-    def gate(self, name: str, training: bool) -> torch.Tensor:
+    def gate(self, name: str, training: bool, batch: int | None = None) -> torch.Tensor:
+        """``[C]`` gates; in training with ``batch``, ``[batch, C]`` with independent noise per
+        example (as in the authors' code, which samples one gate per example and channel)."""
         la = self.param(name)
         if training:
-            u = torch.rand_like(la).clamp(1e-6, 1.0 - 1e-6)
+            shape = (batch, la.numel()) if batch is not None else la.shape
+            u = torch.rand(shape, dtype=la.dtype, device=la.device).clamp(1e-6, 1.0 - 1e-6)
             s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + la) / self.beta)
         else:
             s = torch.sigmoid(la)
@@ -668,7 +690,7 @@ class STEChannelMasks(_ChannelGateBase):
         return allocate({n: s.detach() for n, s in self.scores().items()}, self.target_sparsity, self.scope,
                         min_keep=1)
 
-    def gate(self, name: str, training: bool) -> torch.Tensor:
+    def gate(self, name: str, training: bool, batch: int | None = None) -> torch.Tensor:
         keep = self.keep()[name]
         return _STEMask.apply(self.param(name), keep)
 
