@@ -115,8 +115,8 @@ _PASS_FUNCTIONS = {
 _PASS_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone", "detach"}
 _ADD = {operator.add, operator.iadd, torch.add}
 _MUL = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
-_FLATTEN = {torch.flatten}
-_RESHAPE_METHODS = {"flatten", "view", "reshape"}
+_FLATTEN = {torch.flatten, torch.reshape, torch.squeeze}
+_RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze"}
 _MEAN = {torch.mean, torch.amax, torch.sum}
 _MEAN_METHODS = {"mean", "amax", "sum"}
 _CAT = {torch.cat, torch.concat}
@@ -162,13 +162,18 @@ def _describe(node: fx.Node, modules: dict) -> str:
 def _construct(node: fx.Node, modules: dict) -> str:
     t = node.target
     if t in (torch.cat, torch.concat, torch.stack):
-        return "concatenation"
+        return "concatenation/stacking along a dim other than the channels"
+    if t in (torch.flatten, torch.reshape, torch.squeeze) or (
+            node.op == "call_method" and t in ("flatten", "view", "reshape", "squeeze")):
+        return "reshape other than [N, C, ...] -> [N, C * ...] (e.g. a channel shuffle)"
     if t in (torch.split, torch.chunk, operator.getitem) or (node.op == "call_method" and t in ("split", "chunk")):
         return "split/indexing"
     if node.op == "call_module":
         m = modules[t]
-        if isinstance(m, _CONV):
+        if isinstance(m, _CONV) and m.groups > 1:
             return f"grouped convolution (groups={m.groups}, only depthwise is supported)"
+        if isinstance(m, (*_CONV, *_BN)):
+            return "conv/BatchNorm on a flattened input"
         if isinstance(m, nn.MultiheadAttention):
             return "attention"
         if isinstance(m, nn.Linear):

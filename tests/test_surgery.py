@@ -285,6 +285,17 @@ class Gated(nn.Module):  # squeeze-and-excitation style
         return self.head(y * torch.sigmoid(self.gate(y.mean((2, 3), keepdim=True))))
 
 
+class Shuffle(nn.Module):  # ShuffleNet's channel shuffle
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, c, h, w = y.shape
+        return self.head(y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w))
+
+
 class Reused(nn.Module):
     def __init__(self):
         super().__init__()
@@ -325,6 +336,7 @@ def _mask_first_rows(model, name, rows):
 @pytest.mark.parametrize("model, name, x, words", [
     (Sliced(), "conv.weight", torch.randn(1, 3, 4, 4), ["split/indexing", "getitem"]),
     (Gated(), "conv.weight", torch.randn(1, 3, 4, 4), ["tensor * tensor", "mul"]),
+    (Shuffle(), "conv.weight", torch.randn(1, 3, 4, 4), ["channel shuffle", "view"]),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
      ["Sigmoid", "'1'"]),
     (nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1, groups=2)), "0.weight", torch.randn(1, 4, 4, 4),
