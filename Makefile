@@ -6,8 +6,9 @@ PYTHON     ?= python3
 VENV       ?= .venv
 BIN        := $(VENV)/bin
 CHROMIUM   ?= /usr/bin/chromium
-# Every test: unit/property tests, every notebook re-executed (nbval, lax mode), the site.
-PYTEST_ARGS ?= --nbval-lax --nbval-cell-timeout=300 -p no:cacheprovider -ra tests book
+# Every test: unit/property tests, every notebook re-executed (nbval, lax mode), the site,
+# and the examples in prunekit's docstrings.
+PYTEST_ARGS ?= --nbval-lax --nbval-cell-timeout=300 --doctest-modules -p no:cacheprovider -ra tests book prunekit
 SANITIZE   := $(wildcard book/sanitize.cfg)
 ifneq ($(SANITIZE),)
 PYTEST_ARGS += --nbval-sanitize-with $(SANITIZE)
