@@ -301,3 +301,13 @@ def test_group_lasso_channel_groups():
     assert torch.allclose(group_lasso_penalty(model, 0.5, groups="both"), 0.5 * (rows + cols))
     with pytest.raises(ValueError, match="groups"):
         group_lasso_penalty(model, 0.5, groups="rows")
+
+
+def test_l0_keep_exact_gives_exact_channel_count(trained_mlp, digits_flat):
+    model = copy.deepcopy(trained_mlp)
+    gates, hist = train_l0_gates(model, digits_flat[0], 0.6, steps=800, seed=0)
+    keep = gates.keep_exact(0.6)
+    assert sum(int(k.sum()) for k in keep.values()) == 96 - round(0.6 * 96)
+    masks = gates.apply(keep=keep)
+    assert int(masks["fc1.bias"].sum() + masks["fc2.bias"].sum()) == 96 - round(0.6 * 96)
+    assert pk.train.evaluate(model, digits_flat[1]) > 0.85

@@ -420,7 +420,7 @@ class _ChannelGateBase(nn.Module):
     def keep(self) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _fold_values(self) -> dict[str, torch.Tensor] | None:
+    def _fold_values(self, keep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
         return None
 
     def apply(self, model: nn.Module | None = None, keep: dict[str, torch.Tensor] | None = None,
@@ -434,7 +434,7 @@ class _ChannelGateBase(nn.Module):
         """
         model = self._model_ref[0] if model is None else model
         keep = self.keep() if keep is None else keep
-        fold = self._fold_values()
+        fold = self._fold_values(keep)
         masks = channel_masks(model, keep, followers=followers)
         self.detach_hooks()
         if fold is not None:
@@ -536,13 +536,18 @@ class HardConcreteGates(_ChannelGateBase):
 
     def keep_exact(self, sparsity: float, scope: str = "global") -> dict[str, torch.Tensor]:
         """Rank channels by ``log_alpha`` and keep exactly ``round((1 - sparsity) n)`` of them
-        (prunekit's allocation rule: at least one channel per layer)."""
+        (prunekit's allocation rule: at least one channel per layer). Pass the result to
+        :meth:`apply` (``gates.apply(keep=gates.keep_exact(s))``) for an exact channel count;
+        :meth:`keep` (the default) thresholds ``z_hat > 0`` instead."""
         sparsity = check_sparsity(sparsity)
         scope = check_scope(scope)
         return allocate({n: self.param(n).detach() for n in self.names}, sparsity, scope, min_keep=1)
 
-    def _fold_values(self) -> dict[str, torch.Tensor]:
-        return self.deterministic()
+    def _fold_values(self, keep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # a channel kept although its gate is closed (keep_exact below the gate threshold) is
+        # folded with 1, not 0: it comes back at full strength (fine-tune afterwards)
+        z = self.deterministic()
+        return {n: torch.where((z[n] == 0) & keep[n].bool(), torch.ones_like(z[n]), z[n]) for n in z}
 
 
 def train_l0_gates(
