@@ -4,8 +4,9 @@ The "learning" axis of prunekit (see DESIGN.md): the mask is *learned* rather th
 
 Sparsity regularisation (Cheng et al. survey, "sparsity regularization")
     * :func:`l1_penalty` -- ``strength * sum |w|`` over the prunable weights (Lasso).
-    * :func:`group_lasso_penalty` -- SSL (Wen et al., NeurIPS 2016), filter-wise group lasso:
-      ``strength * sum_layers sum_channels ||W_c||_2`` over output channels (rows / filters).
+    * :func:`group_lasso_penalty` -- SSL (Wen et al., NeurIPS 2016), group lasso
+      ``strength * sum_layers sum_channels ||W_c||_2`` over output channels (rows / filters);
+      ``groups="channels"`` / ``"both"`` add SSL's channel-wise (input-channel) groups.
     * :func:`bn_l1_penalty` -- Network Slimming (Liu et al., ICCV 2017):
       ``strength * sum |gamma|`` over all BatchNorm scales.
     * :func:`network_slimming` -- the full recipe: train with the BN penalty, prune channels
@@ -20,17 +21,24 @@ Mask learning on channels
     * :class:`HardConcreteGates` + :func:`train_l0_gates` -- L0 regularisation with hard-concrete
       gates (Louizos, Welling & Kingma, ICLR 2018), one gate per output channel, trained towards a
       target sparsity with a Lagrangian (Wang, Wohlwend & Lei, EMNLP 2020, as in CoFi and
-      Sheared-LLaMA) instead of the paper's fixed ``lambda * E[L0]``.
+      Sheared-LLaMA) plus a fixed quadratic term (augmented Lagrangian) instead of the paper's
+      fixed ``lambda * E[L0]``.
     * :class:`STEChannelMasks` + :func:`train_ste_masks` -- learnable per-channel scores, a hard
       top-k mask in the forward pass and a straight-through gradient to the scores (Bengio,
       Leonard & Courville 2013), the edge-popup recipe (Ramanujan et al., CVPR 2020) applied to
       channels instead of weights.
 
-    Gates act through forward hooks that multiply a layer's output channel-wise (dim 1 for a
-    convolution ``[N, C, ...]``, the last dim for a Linear). ``apply()`` turns the learned gates
-    into ordinary prunekit channel masks (:func:`prunekit.apply_masks`: whole rows of the weight,
-    plus the bias entries and the following BatchNorm's scale and shift, so a removed channel
-    outputs exactly zero), after which ``summary``, ``remove_masks`` and fine-tuning work as usual.
+    Gates act through forward hooks that multiply a layer's channels (dim 1 for a convolution
+    ``[N, C, ...]``, the last dim for a Linear) *after* the BatchNorm that follows the layer (a
+    BatchNorm in train mode would undo a scale applied before it) and after the ReLU that follows
+    that, when there is one (same forward, since gates are >= 0, but a closed channel still
+    passes a gradient to its gate). ``apply()`` removes the hooks and turns the learned gates into
+    ordinary prunekit channel masks (:func:`prunekit.apply_masks`: whole rows of the weight, plus
+    the bias entries and the following BatchNorm's scale and shift, so a removed channel outputs
+    exactly zero), folding fractional gate values into the BatchNorm / layer parameters, so the
+    masked model computes what the gated model computed in eval mode; ``summary``,
+    ``remove_masks`` and fine-tuning then work as usual. The training loops are our own (not
+    :func:`prunekit.train.train`, which optimises only ``model.parameters()``).
 
 Which layers: :func:`prunekit.targets.find_targets` (Linear / Conv weights, ``include`` /
 ``exclude``). The gate classes leave out the *last* target by default (the output layer: its
@@ -423,16 +431,16 @@ class _ChannelGateBase(nn.Module):
     def _fold_values(self, keep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
         return None
 
-    def apply(self, model: nn.Module | None = None, keep: dict[str, torch.Tensor] | None = None,
-              followers: bool = True) -> dict[str, torch.Tensor]:
-        """Remove the hooks and apply the channel masks ``keep`` (default :meth:`keep`) to the model.
+    def apply(self, keep: dict[str, torch.Tensor] | None = None, followers: bool = True) -> dict[str, torch.Tensor]:
+        """Remove the hooks and apply the channel masks ``keep`` (default :meth:`keep`) to the
+        model the gates were built for (see :func:`channel_masks` for ``followers``).
 
         Gate values of the kept channels that are not exactly 1 (hard-concrete ``z_hat`` in
         (0, 1)) are first folded into the gate site's parameters (the following BatchNorm's scale
         and shift, else the layer's weight rows and bias), so the masked model computes what the
         gated model computed in eval mode. Returns the applied masks.
         """
-        model = self._model_ref[0] if model is None else model
+        model = self._model_ref[0]
         keep = self.keep() if keep is None else keep
         fold = self._fold_values(keep)
         masks = channel_masks(model, keep, followers=followers)
@@ -642,7 +650,7 @@ def train_l0_gates(
         model.zero_grad(set_to_none=True)
     hist["gate_sparsity"] = gates.gate_sparsity()
     if apply:
-        hist["masks"] = gates.apply(model)
+        hist["masks"] = gates.apply()
     return gates, hist
 
 
@@ -762,5 +770,5 @@ def train_ste_masks(
         model.eval()
         model.zero_grad(set_to_none=True)
     if apply:
-        hist["masks"] = masks.apply(model)
+        hist["masks"] = masks.apply()
     return masks, hist
