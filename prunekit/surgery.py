@@ -22,6 +22,12 @@ dependency graph, Fang et al., CVPR 2023):
 * a concatenation along the channels (``torch.cat(xs, dim=1)``) lays the spaces of its
   parts side by side: each part keeps its own channels, at its own offset (DenseNet,
   GoogLeNet/Inception); a BatchNorm or conv after it indexes all parts;
+* a squeeze-and-excitation product ``gate * x`` (the gate from a sigmoid/hardsigmoid,
+  shape ``[N, C, 1, 1]``) couples the gate's channels to those of ``x``: a removed
+  channel of ``x`` is zero whatever the gate, so the gate's producer is sliced alike
+  but does not vote (MobileNetV3, EfficientNet). A product of two ungated tensors of
+  equal shape merges their groups; a gate used any other way (its value at a removed
+  channel is not zero) is unsupported; stochastic depth passes through;
 * a depthwise conv (``groups == in_channels == out_channels``) keeps the space of its
   input: its filters and biases are members, removed with the channels of its input
   (a zero input channel gives a zero output once the bias entry is zero). It does not
@@ -38,8 +44,8 @@ Which channels go
 -----------------
 A channel is *masked* in a layer when its whole output row/filter mask is False. A
 channel of a group is **removed only when every producer of the group masks it**
-(the union of kept channels is kept), so a residual stage loses a channel only if all
-the convs that add into it dropped it. Removing a channel deletes it from every
+(the union of kept channels is kept; depthwise convs and gate producers do not vote),
+so a residual stage loses a channel only if all the convs that add into it dropped it. Removing a channel deletes it from every
 member: the producers' rows and biases, the BatchNorm entries (``weight``, ``bias``,
 ``running_mean``, ``running_var``), depthwise filters, and the consumers' input
 columns. Masks that are not channel-structured (scattered zeros) stay as plain zeros
@@ -60,19 +66,18 @@ the channel, its bias and its BatchNorm entry go together. So the contract is
 (up to float rounding), where :func:`zero_removed_channels` sets, for every channel
 that :func:`compact` removes, the producers' and depthwise convs' bias entries and the
 group's BatchNorm ``weight``, ``bias`` and ``running_mean`` entries to zero, so the
-masked model really outputs zero on it. When those entries are already zero -- no biases, and freshly
-initialised BatchNorm or BatchNorm without a learned shift -- the compacted model
-equals the masked model as it is. :func:`compact` checks its own result against this
+masked model really outputs zero on it. When those entries are already zero -- no
+biases, and freshly initialised BatchNorm or BatchNorm without a learned shift -- the
+compacted model equals the masked model as it is. :func:`compact` checks its own result against this
 reference on ``example_inputs`` (in eval mode) and raises ``RuntimeError`` if they
 differ, so it never returns a silently wrong model.
 
 Unsupported constructs
 ----------------------
 Splitting/indexing/channel shuffles (``view`` to other than ``[N, -1]``), grouped convs
-other than depthwise, attention, ``tensor * tensor`` gating (squeeze-and-excitation),
-additions of a constant, Linear layers on inputs with more than 2 dims, norms other
-than BatchNorm, activations with ``f(0) != 0`` (sigmoid), concatenation along another
-dim, and any other operation compact does not know
+other than depthwise, attention, additions of a constant, Linear layers on inputs with
+more than 2 dims, norms other than BatchNorm, activations with ``f(0) != 0`` (sigmoid) outside a gate, concatenation
+along another dim, and any other operation compact does not know
 raise a ``ValueError`` naming the node and the construct -- but only when channels that
 the masks remove would flow into it; channels that reach them untouched are simply kept.
 Modules with parameters that are called more than once, and models that
@@ -120,6 +125,13 @@ _RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze"}
 _MEAN = {torch.mean, torch.amax, torch.sum}
 _MEAN_METHODS = {"mean", "amax", "sum"}
 _CAT = {torch.cat, torch.concat}
+#: Gate activations (f(0) != 0): allowed only on the gate of a ``gate * x`` product.
+_GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
+_GATE_FUNCTIONS = {torch.sigmoid, _F.sigmoid, _F.hardsigmoid}
+_GATE_METHODS = {"sigmoid"}
+#: Identity in eval, whole samples zeroed in training: a zero channel stays zero.
+_PASS_MODULE_NAMES = {"StochasticDepth"}
+_PASS_FUNCTION_NAMES = {"stochastic_depth"}  # torchvision.ops, traced as a leaf function
 
 
 @dataclass
@@ -130,6 +142,7 @@ class _Space:
     bns: list = field(default_factory=list)          # BatchNorm module names
     depthwise: list = field(default_factory=list)    # depthwise conv module names
     consumers: list = field(default_factory=list)    # (module name, repeat)
+    followers: list = field(default_factory=list)    # gate producers: sliced, but no vote
     barriers: list = field(default_factory=list)     # descriptions of unsupported users
 
 
@@ -137,7 +150,8 @@ class _Space:
 class ChannelPlan:
     """The groups :func:`compact` found and the channels it keeps in each.
 
-    ``groups`` lists, per group, a dict with ``producers``, ``batchnorms``,
+    ``groups`` lists, per group, a dict with ``producers`` (they vote), ``followers``
+    (squeeze-and-excitation gate producers: sliced, no vote), ``batchnorms``,
     ``depthwise``, ``consumers`` (module names), ``size``, ``fixed`` and ``kept`` (a
     sorted ``LongTensor`` of kept channel indices).
     """
@@ -204,6 +218,7 @@ class _Tracer:
         self.module_in: dict[str, list] = {}
         self.module_out: dict[str, list] = {}
         self.bn_in: dict[str, list] = {}
+        self.gates: set[fx.Node] = set()  # outputs of gate activations (nonzero on removed channels)
 
     # --- union-find -------------------------------------------------------------
     def new(self, size: int, fixed: bool = False) -> int:
@@ -226,7 +241,7 @@ class _Tracer:
             raise ValueError(f"compact: {where} joins channel groups of sizes {sa.size} and {sb.size}")
         self.parent[b] = a
         sa.fixed |= sb.fixed
-        for f in ("producers", "bns", "depthwise", "consumers", "barriers"):
+        for f in ("producers", "bns", "depthwise", "consumers", "barriers", "followers"):
             getattr(sa, f).extend(getattr(sb, f))
         return a
 
@@ -247,12 +262,15 @@ class _Tracer:
             return None
         return [(self.new(shape[1] if len(shape) >= 2 else 0, fixed=True), 1)]
 
-    def barrier(self, node: fx.Node, inputs) -> list | None:
-        what = f"{_describe(node, self.modules)}: {_construct(node, self.modules)}"
+    def barrier(self, node: fx.Node, inputs, why: str | None = None) -> list | None:
+        what = f"{_describe(node, self.modules)}: {why or _construct(node, self.modules)}"
         for a in inputs:
             for sid, _ in self.info.get(a) or []:
                 self.space(sid).barriers.append(what)
-        return self.fresh_for(node)
+        out = self.fresh_for(node)
+        if out is not None:  # what comes out is opaque too: whatever joins it may not lose channels
+            self.space(out[0][0]).barriers.append(what)
+        return out
 
     def tensor_args(self, node: fx.Node) -> list[fx.Node]:
         out = []
@@ -281,6 +299,67 @@ class _Tracer:
                         )
         for node in self.gm.graph.nodes:
             self.info[node] = self.visit(node)
+            if (self.info[node] is not None and node.op != "output" and self.gate_like(node)):
+                self.gates.add(node)
+
+    def gate_like(self, node: fx.Node) -> bool:
+        """A gate activation, or a channel-wise op on a gate's output."""
+        t = node.target
+        if node.op == "call_module":
+            m = self.modules[t]
+            if isinstance(m, _GATE_MODULES):
+                return True
+            passes = isinstance(m, _PASS_MODULES) or type(m).__name__ in _PASS_MODULE_NAMES
+        elif node.op == "call_function":
+            if t in _GATE_FUNCTIONS:
+                return True
+            passes = t in _PASS_FUNCTIONS or getattr(t, "__name__", None) in _PASS_FUNCTION_NAMES
+        elif node.op == "call_method":
+            if t in _GATE_METHODS:
+                return True
+            passes = t in _PASS_METHODS
+        else:
+            return False
+        return passes and bool(node.args) and node.args[0] in self.gates
+
+    def gate(self, node: fx.Node, args: list) -> list | None:
+        """``gate * x`` (squeeze-and-excitation): the gate's channels follow those of ``x``.
+
+        A removed channel of ``x`` is zero, so the product is zero whatever the gate:
+        the gate's producers are sliced like ``x`` but do not vote. Without a gate
+        activation and with equal shapes, both factors vote (a channel goes only when
+        both remove it).
+        """
+        a, b = args
+        sa, sb = self.shape(a), self.shape(b)
+        so = self.shape(node)
+        if sa is None or sb is None or len(sa) < 2 or sa[:2] != sb[:2]:
+            return None
+        ia, ib = self.info[a], self.info[b]
+        if len(ia) != len(ib) or any(ra != 1 or rb != 1 for (_, ra), (_, rb) in zip(ia, ib)):
+            return None
+        if b in self.gates and a not in self.gates and sa == so:
+            data, gate = ia, ib
+        elif a in self.gates and b not in self.gates and sb == so:
+            data, gate = ib, ia
+        elif a not in self.gates and b not in self.gates and sa == sb:
+            where = _describe(node, self.modules)
+            return [(self.union(x, y, where), 1) for (x, _), (y, _) in zip(ia, ib)]
+        else:
+            return None
+        where = _describe(node, self.modules)
+        out = []
+        for (d, _), (g, _) in zip(data, gate):
+            if self.find(d) == self.find(g):  # x * sigmoid(x): nothing to couple
+                out.append((d, 1))
+                continue
+            gs = self.space(g)
+            if gs.fixed or self.space(d).size != gs.size:
+                return None
+            gs.followers.extend(gs.producers)
+            gs.producers.clear()
+            out.append((self.union(d, g, where), 1))
+        return out
 
     def passthrough(self, node: fx.Node, src: fx.Node) -> list | None:
         si, so = self.shape(src), self.shape(node)
@@ -325,6 +404,10 @@ class _Tracer:
         if not isinstance(tm, TensorMetadata):  # several tensors out (split, chunk, ...)
             return self.barrier(node, args)
         first = node.args[0] if node.args else None
+        if any(a in self.gates for a in args) and not (
+                self.gate_like(node) or (node.op == "call_function" and node.target in (operator.mul, torch.mul))):
+            return self.barrier(node, args, "a sigmoid-like gate (nonzero on removed channels) used other "
+                                "than as a factor of gate * x")
         if node.op == "call_module":
             m = self.modules[node.target]
             src = args[0] if args else None
@@ -355,7 +438,7 @@ class _Tracer:
                     self.space(sid).bns.append(node.target)
                 self.bn_in[node.target] = self.info[src]
                 return self.passthrough(node, src)
-            if isinstance(m, _PASS_MODULES):
+            if isinstance(m, (*_PASS_MODULES, *_GATE_MODULES)) or type(m).__name__ in _PASS_MODULE_NAMES:
                 return self.passthrough(node, src)
             if isinstance(m, nn.Flatten):
                 if m.start_dim != 1 or m.end_dim != -1:
@@ -365,7 +448,9 @@ class _Tracer:
         if node.op in ("call_function", "call_method"):
             t = node.target
             fn = node.op == "call_function"
-            if (fn and t in _PASS_FUNCTIONS) or (not fn and t in _PASS_METHODS):
+            named = getattr(t, "__name__", None) in _PASS_FUNCTION_NAMES
+            if (fn and (t in (_PASS_FUNCTIONS | _GATE_FUNCTIONS) or named)) \
+                    or (not fn and t in (_PASS_METHODS | _GATE_METHODS)):
                 if len(args) == 1 and first is args[0]:
                     return self.passthrough(node, args[0])
             elif (fn and t in _FLATTEN) or (not fn and t in _RESHAPE_METHODS):
@@ -393,6 +478,10 @@ class _Tracer:
                                                 for (sa, ra), (sb, rb) in zip(a, b)):
                         where = _describe(node, self.modules)
                         return [(self.union(sa, sb, where), ra) for (sa, ra), (sb, _) in zip(a, b)]
+            elif fn and t in _MUL and len(args) == 2 and len(node.args) == 2 and t in (operator.mul, torch.mul):
+                gated = self.gate(node, args)
+                if gated is not None:
+                    return gated
             elif fn and t in _MUL:
                 if (len(args) == 1 and len(node.args) == 2 and node.args[0] is args[0]
                         and isinstance(node.args[1], (int, float))) or (
@@ -469,14 +558,13 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
         if tr.find(i) != i:
             continue
         s = tr.spaces[i]
-        if not (s.producers or s.consumers or s.bns or s.depthwise):
+        if not (s.producers or s.consumers or s.bns or s.depthwise or s.followers):
             continue
         keep = torch.zeros(s.size, dtype=torch.bool)
-        if s.fixed or not s.producers:  # the model's inputs/outputs, or fed only by them
+        if not s.producers:  # the model's inputs, or fed only by them
             keep[:] = True
-        else:
-            for p in s.producers:
-                keep |= _kept_rows(modules[p])
+        for p in s.producers:
+            keep |= _kept_rows(modules[p])
         if not keep.any():
             keep[0] = True  # a layer never loses all its channels
         if not keep.all() and s.barriers:
@@ -485,11 +573,14 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
                 f"{s.producers}, and they flow into {s.barriers[0]}, which compact does not support; "
                 "keep those channels (pass exclude= the producing layers when pruning)"
             )
+        if s.fixed:  # the model's outputs keep all their channels
+            keep[:] = True
         kept = keep.nonzero().flatten()
         kept_of[i] = kept
         groups.append({"producers": list(dict.fromkeys(s.producers)),
                        "batchnorms": list(dict.fromkeys(s.bns)),
                        "depthwise": list(dict.fromkeys(s.depthwise)),
+                       "followers": list(dict.fromkeys(s.followers)),
                        "consumers": list(dict.fromkeys(c for c, _ in s.consumers)),
                        "size": s.size, "fixed": s.fixed, "kept": kept})
 
@@ -603,6 +694,10 @@ def _outputs(model: nn.Module, example_inputs) -> list[torch.Tensor]:
     return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
 
 
+def _absmax(t: torch.Tensor) -> float:
+    return float(t.abs().max()) if t.numel() else 0.0
+
+
 def _copy(model: nn.Module) -> nn.Module:
     """Deep copy; the masked weights ``weight = orig * mask`` that ``torch.nn.utils.prune``
     keeps as non-leaf attributes (which ``copy.deepcopy`` refuses) are copied detached."""
@@ -655,7 +750,7 @@ def compact(model: nn.Module, example_inputs) -> nn.Module:
             "a hard-coded shape in forward() (e.g. view(-1, 512 * 7 * 7)) is not supported"
         ) from e
     if len(result) != len(reference) or any(
-        r.shape != o.shape or not torch.allclose(r, o, rtol=1e-4, atol=1e-4 * max(1.0, (float(r.abs().max()) if r.numel() else 0.0)))
+        r.shape != o.shape or not torch.allclose(r, o, rtol=1e-4, atol=1e-4 * max(1.0, _absmax(r)))
         for r, o in zip(reference, result)
     ):
         raise RuntimeError(

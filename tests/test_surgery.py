@@ -167,7 +167,7 @@ def test_residual_channel_removed_in_one_branch_only_is_kept():
     assert max_diff(small, zero_removed_channels(model, x[:1]), x) <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["resnet18", "vgg11_bn", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet18", "vgg11_bn", "mobilenet_v2", "mobilenet_v3_small"])
 def test_torchvision_models(name):
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(num_classes=10)
@@ -276,13 +276,20 @@ class Sliced(nn.Module):
 
 
 class Gated(nn.Module):  # squeeze-and-excitation style
-    def __init__(self):
+    def __init__(self, spatial_gate: bool = False):
         super().__init__()
-        self.conv, self.gate, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 2, 1)
+        self.spatial_gate = spatial_gate
+        self.conv, self.bn = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+        self.squeeze, self.excite = nn.Conv2d(4, 3, 1), nn.Conv2d(3, 4, 1)
+        self.head = nn.Conv2d(4, 2, 1)
 
     def forward(self, x):
-        y = self.conv(x)
-        return self.head(y * torch.sigmoid(self.gate(y.mean((2, 3), keepdim=True))))
+        y = torch.relu(self.bn(self.conv(x)))
+        g = y if self.spatial_gate else y.mean((2, 3), keepdim=True)
+        g = torch.sigmoid(self.excite(torch.relu(self.squeeze(g))))
+        if self.spatial_gate:  # a gate that is not [N, C, 1, 1] but the data's own shape times a sum
+            return self.head(y * (g + y))
+        return self.head(g * y)
 
 
 class Shuffle(nn.Module):  # ShuffleNet's channel shuffle
@@ -335,10 +342,10 @@ def _mask_first_rows(model, name, rows):
 
 @pytest.mark.parametrize("model, name, x, words", [
     (Sliced(), "conv.weight", torch.randn(1, 3, 4, 4), ["split/indexing", "getitem"]),
-    (Gated(), "conv.weight", torch.randn(1, 3, 4, 4), ["tensor * tensor", "mul"]),
+    (Gated(True), "conv.weight", torch.randn(1, 3, 4, 4), ["sigmoid-like gate", "'add'"]),
     (Shuffle(), "conv.weight", torch.randn(1, 3, 4, 4), ["channel shuffle", "view"]),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
-     ["Sigmoid", "'1'"]),
+     ["sigmoid-like gate", "'2'"]),
     (nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1, groups=2)), "0.weight", torch.randn(1, 4, 4, 4),
      ["grouped convolution", "groups=2", "'1'"]),
     (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "0.weight", torch.randn(1, 4),
@@ -375,6 +382,17 @@ class ConcatBN(nn.Module):
         z = torch.cat([torch.flatten(torch.nn.functional.avg_pool2d(y, 2), 1),
                        torch.flatten(self.c(y).mean((2, 3)), 1)], 1)
         return self.fc(z)
+
+
+def test_squeeze_and_excitation_gate_follows_the_data_channels():
+    model = randomise_bn(Gated()).eval()
+    _mask_first_rows(model, "conv.weight", [0, 2])
+    _mask_first_rows(model, "excite.weight", [1, 3])  # the gate's own mask does not vote
+    _mask_first_rows(model, "squeeze.weight", [1])
+    x = torch.randn(2, 3, 4, 4)
+    small = check_compact(model, x)
+    assert (small.conv.out_channels, small.squeeze.in_channels, small.excite.out_channels) == (2, 2, 2)
+    assert small.squeeze.out_channels == 2 and small.excite.in_channels == 2 and small.head.in_channels == 2
 
 
 def test_concatenation_keeps_each_parts_channels_at_their_offsets():
