@@ -22,6 +22,13 @@ from torch import nn
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def effective(module: nn.Module, attr: str) -> torch.Tensor | None:
+    """``module.<attr>`` as the forward sees it: ``<attr>_orig * <attr>_mask`` when masked."""
+    if hasattr(module, attr + "_mask") and hasattr(module, attr + "_orig"):
+        return getattr(module, attr + "_orig") * getattr(module, attr + "_mask")
+    return getattr(module, attr, None)
+
+
 @dataclass(frozen=True)
 class Target:
     """One prunable parameter: its logical name, owning module and attribute."""
@@ -37,9 +44,7 @@ class Target:
     @property
     def tensor(self) -> torch.Tensor:
         """The effective weight (already multiplied by an existing mask)."""
-        if self.is_masked:
-            return getattr(self.module, self.attr + "_orig") * getattr(self.module, self.attr + "_mask")
-        return getattr(self.module, self.attr)
+        return effective(self.module, self.attr)
 
     @property
     def parameter(self) -> nn.Parameter:

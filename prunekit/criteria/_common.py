@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..targets import Target
+from ..targets import Target, effective
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -274,13 +274,6 @@ def following_batchnorm(model: nn.Module, targets: list[Target]) -> dict[str, nn
             bn = None
         result[t.name] = bn
     return result
-
-
-def effective(module: nn.Module, attr: str) -> torch.Tensor | None:
-    """``module.<attr>`` as the forward sees it (``<attr>_orig * <attr>_mask`` when masked)."""
-    if hasattr(module, attr + "_mask") and hasattr(module, attr + "_orig"):
-        return getattr(module, attr + "_orig") * getattr(module, attr + "_mask")
-    return getattr(module, attr, None)
 
 
 def channel_activations(model: nn.Module, targets: list[Target], data: Iterable, batches: int | None,

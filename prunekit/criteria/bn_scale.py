@@ -25,7 +25,8 @@ from torch import nn
 
 from ..targets import Target
 from . import register
-from ._common import check_choice, effective, following_batchnorm, module_names
+from ..targets import effective
+from ._common import check_choice, following_batchnorm, module_names
 
 
 @register("bn_scale", description="|gamma| of the BatchNorm after the layer (Liu et al. 2017, Network Slimming)",

@@ -59,7 +59,7 @@ from .. import granularity as gran
 from ..allocation import allocate, check_scope, check_sparsity
 from ..criteria._common import following_batchnorm, module_names
 from ..masks import apply_masks
-from ..targets import Target, find_targets
+from ..targets import Target, effective, find_targets
 
 __all__ = [
     "l1_penalty",
@@ -124,12 +124,6 @@ def _batchnorms(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _effective(module: nn.Module, attr: str) -> torch.Tensor | None:
-    if hasattr(module, attr + "_mask") and hasattr(module, attr + "_orig"):
-        return getattr(module, attr + "_orig") * getattr(module, attr + "_mask")
-    return getattr(module, attr, None)
-
-
 # --------------------------------------------------------------------------- penalties
 
 def l1_penalty(model: nn.Module, strength: float, include=None, exclude=None) -> torch.Tensor:
@@ -184,7 +178,7 @@ def bn_gammas(model: nn.Module) -> dict[str, torch.Tensor]:
     """The BatchNorm scales ``{bn_module_name: gamma}`` (effective, i.e. masked; not detached)."""
     out = {}
     for name, bn in _batchnorms(_check_model(model)):
-        g = _effective(bn, "weight")
+        g = effective(bn, "weight")
         if g is not None:
             out[name] = g
     return out
@@ -227,13 +221,13 @@ def channel_masks(model: nn.Module, keep: dict[str, torch.Tensor], followers: bo
         if not followers:
             continue
         prefix = name[: -len(t.attr)]
-        if _effective(t.module, "bias") is not None:
+        if effective(t.module, "bias") is not None:
             masks[prefix + "bias"] = k.clone()
         bn = bns.get(name)
         if bn is not None:
             bn_name = names[id(bn)]
             for attr in ("weight", "bias"):
-                if _effective(bn, attr) is not None:
+                if effective(bn, attr) is not None:
                     masks[f"{bn_name}.{attr}"] = k.clone()
     return masks
 
