@@ -23,9 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..targets import Target
+from ..targets import Target, effective
 from . import register
-from ..targets import effective
 from ._common import check_choice, following_batchnorm, module_names
 
 
