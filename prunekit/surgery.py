@@ -120,8 +120,8 @@ _PASS_FUNCTIONS = {
 _PASS_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone", "detach"}
 _ADD = {operator.add, operator.iadd, torch.add}
 _MUL = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
-_FLATTEN = {torch.flatten, torch.reshape, torch.squeeze}
-_RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze"}
+_FLATTEN = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+_RESHAPE_METHODS = {"flatten", "view", "reshape", "squeeze", "unsqueeze"}
 _MEAN = {torch.mean, torch.amax, torch.sum}
 _MEAN_METHODS = {"mean", "amax", "sum"}
 _CAT = {torch.cat, torch.concat}
@@ -142,7 +142,6 @@ class _Space:
     bns: list = field(default_factory=list)          # BatchNorm module names
     depthwise: list = field(default_factory=list)    # depthwise conv module names
     consumers: list = field(default_factory=list)    # (module name, repeat)
-    followers: list = field(default_factory=list)    # gate producers: sliced, but no vote
     barriers: list = field(default_factory=list)     # descriptions of unsupported users
 
 
@@ -219,6 +218,7 @@ class _Tracer:
         self.module_out: dict[str, list] = {}
         self.bn_in: dict[str, list] = {}
         self.gates: set[fx.Node] = set()  # outputs of gate activations (nonzero on removed channels)
+        self.follows: list[tuple[int, int, str]] = []  # (gate space, data space, where): gate keeps data's channels
 
     # --- union-find -------------------------------------------------------------
     def new(self, size: int, fixed: bool = False) -> int:
@@ -241,7 +241,7 @@ class _Tracer:
             raise ValueError(f"compact: {where} joins channel groups of sizes {sa.size} and {sb.size}")
         self.parent[b] = a
         sa.fixed |= sb.fixed
-        for f in ("producers", "bns", "depthwise", "consumers", "barriers", "followers"):
+        for f in ("producers", "bns", "depthwise", "consumers", "barriers"):
             getattr(sa, f).extend(getattr(sb, f))
         return a
 
@@ -302,7 +302,7 @@ class _Tracer:
             if (self.info[node] is not None and node.op != "output" and self.gate_like(node)):
                 self.gates.add(node)
 
-    def gate_like(self, node: fx.Node) -> bool:
+    def gate_like(self, node: fx.Node, visited: bool = True) -> bool:
         """A gate activation, or a channel-wise op on a gate's output."""
         t = node.target
         if node.op == "call_module":
@@ -313,14 +313,18 @@ class _Tracer:
         elif node.op == "call_function":
             if t in _GATE_FUNCTIONS:
                 return True
-            passes = t in _PASS_FUNCTIONS or getattr(t, "__name__", None) in _PASS_FUNCTION_NAMES
+            tensors = [a for a in node.args if isinstance(a, fx.Node)]
+            if t in _MUL and len(tensors) == 1 and tensors[0] in self.gates:  # 2 * gate is a gate
+                return True
+            passes = t in _PASS_FUNCTIONS or t in _FLATTEN or getattr(t, "__name__", None) in _PASS_FUNCTION_NAMES
         elif node.op == "call_method":
             if t in _GATE_METHODS:
                 return True
-            passes = t in _PASS_METHODS
+            passes = t in _PASS_METHODS or t in _RESHAPE_METHODS
         else:
             return False
-        return passes and bool(node.args) and node.args[0] in self.gates
+        return (passes and bool(node.args) and node.args[0] in self.gates
+                and (not visited or self.info.get(node) == self.info.get(node.args[0])))  # same channels
 
     def gate(self, node: fx.Node, args: list) -> list | None:
         """``gate * x`` (squeeze-and-excitation): the gate's channels follow those of ``x``.
@@ -353,12 +357,10 @@ class _Tracer:
             if self.find(d) == self.find(g):  # x * sigmoid(x): nothing to couple
                 out.append((d, 1))
                 continue
-            gs = self.space(g)
-            if gs.fixed or self.space(d).size != gs.size:
+            if self.space(g).fixed or self.space(d).size != self.space(g).size:
                 return None
-            gs.followers.extend(gs.producers)
-            gs.producers.clear()
-            out.append((self.union(d, g, where), 1))
+            self.follows.append((g, d, where))
+            out.append((d, 1))
         return out
 
     def passthrough(self, node: fx.Node, src: fx.Node) -> list | None:
@@ -374,8 +376,8 @@ class _Tracer:
         if len(so) == 2 and so[0] == si[0] and so[1] == math.prod(si[1:]):
             hw = math.prod(si[2:])
             return [(sid, rep * hw) for sid, rep in self.info[src]]
-        if so == si:
-            return self.info[src]
+        if so == si or (len(so) >= 2 and so[:2] == si[:2] and math.prod(so[2:]) == math.prod(si[2:]) == 1):
+            return self.info[src]  # unchanged, or only singleton dims added/removed: [N, C] <-> [N, C, 1, 1]
         return self.barrier(node, [src])
 
     def producer(self, name: str, size: int) -> list:
@@ -405,7 +407,7 @@ class _Tracer:
             return self.barrier(node, args)
         first = node.args[0] if node.args else None
         if any(a in self.gates for a in args) and not (
-                self.gate_like(node) or (node.op == "call_function" and node.target in (operator.mul, torch.mul))):
+                self.gate_like(node, visited=False) or (node.op == "call_function" and node.target in (operator.mul, torch.mul))):
             return self.barrier(node, args, "a sigmoid-like gate (nonzero on removed channels) used other "
                                 "than as a factor of gate * x")
         if node.op == "call_module":
@@ -554,16 +556,33 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
     tr.run()
     groups = []
     kept_of: dict[int, torch.Tensor] = {}
-    for i in range(len(tr.spaces)):
+    leader: dict[int, tuple[int, str]] = {}
+    for g, d, where in tr.follows:
+        g, d = tr.find(g), tr.find(d)
+        if g == d:
+            continue
+        sg = tr.spaces[g]
+        if leader.get(g, (d,))[0] != d or sg.consumers or sg.barriers or sg.fixed or sg.depthwise:
+            raise ValueError(
+                f"compact: the gate at {where} (produced by {sg.producers}) is also used elsewhere; "
+                "a squeeze-and-excitation gate must feed only its product gate * x"
+            )
+        leader[g] = (d, where)
+    for i in sorted(range(len(tr.spaces)), key=lambda j: tr.find(j) in leader):
         if tr.find(i) != i:
             continue
         s = tr.spaces[i]
-        if not (s.producers or s.consumers or s.bns or s.depthwise or s.followers):
+        if not (s.producers or s.consumers or s.bns or s.depthwise):
             continue
         keep = torch.zeros(s.size, dtype=torch.bool)
-        if not s.producers:  # the model's inputs, or fed only by them
+        if i in leader:  # a squeeze-and-excitation gate: the data's channels, no vote
+            d = tr.find(leader[i][0])
+            if d not in kept_of:
+                raise ValueError(f"compact: the gate at {leader[i][1]} gates a tensor compact cannot follow")
+            keep[kept_of[d]] = True
+        elif not s.producers:  # the model's inputs, or fed only by them
             keep[:] = True
-        for p in s.producers:
+        for p in s.producers if i not in leader else []:
             keep |= _kept_rows(modules[p])
         if not keep.any():
             keep[0] = True  # a layer never loses all its channels
@@ -577,10 +596,11 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
             keep[:] = True
         kept = keep.nonzero().flatten()
         kept_of[i] = kept
-        groups.append({"producers": list(dict.fromkeys(s.producers)),
+        voters, followers = ([], s.producers) if i in leader else (s.producers, [])
+        groups.append({"producers": list(dict.fromkeys(voters)),
                        "batchnorms": list(dict.fromkeys(s.bns)),
                        "depthwise": list(dict.fromkeys(s.depthwise)),
-                       "followers": list(dict.fromkeys(s.followers)),
+                       "followers": list(dict.fromkeys(followers)),
                        "consumers": list(dict.fromkeys(c for c, _ in s.consumers)),
                        "size": s.size, "fixed": s.fixed, "kept": kept})
 

@@ -292,6 +292,27 @@ class Gated(nn.Module):  # squeeze-and-excitation style
         return self.head(g * y)
 
 
+class ScaledGate(nn.Module):  # a scaled sigmoid is still nonzero on removed channels
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(2 * torch.sigmoid(self.conv(x)))
+
+
+class GateUsedTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.excite = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 4, 1)
+        self.head, self.aux = nn.Conv2d(4, 2, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        e = self.excite(y.mean((2, 3), keepdim=True))
+        return self.head(torch.sigmoid(e) * y), self.aux(e)
+
+
 class Shuffle(nn.Module):  # ShuffleNet's channel shuffle
     def __init__(self):
         super().__init__()
@@ -342,6 +363,8 @@ def _mask_first_rows(model, name, rows):
 
 @pytest.mark.parametrize("model, name, x, words", [
     (Sliced(), "conv.weight", torch.randn(1, 3, 4, 4), ["split/indexing", "getitem"]),
+    (ScaledGate(), "conv.weight", torch.randn(1, 3, 4, 4), ["sigmoid-like gate", "'head'"]),
+    (GateUsedTwice(), "conv.weight", torch.randn(1, 3, 4, 4), ["also used elsewhere", "'excite'"]),
     (Gated(True), "conv.weight", torch.randn(1, 3, 4, 4), ["sigmoid-like gate", "'add'"]),
     (Shuffle(), "conv.weight", torch.randn(1, 3, 4, 4), ["channel shuffle", "view"]),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
@@ -393,6 +416,28 @@ def test_squeeze_and_excitation_gate_follows_the_data_channels():
     small = check_compact(model, x)
     assert (small.conv.out_channels, small.squeeze.in_channels, small.excite.out_channels) == (2, 2, 2)
     assert small.squeeze.out_channels == 2 and small.excite.in_channels == 2 and small.head.in_channels == 2
+
+
+class ClassicSE(nn.Module):  # Hu et al. 2018: Linear layers on the pooled vector, view back to [N, C, 1, 1]
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.fc1, self.fc2 = nn.Linear(6, 3), nn.Linear(3, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.bn(self.conv(x)))
+        n, c = y.shape[0], y.shape[1]
+        g = torch.sigmoid(self.fc2(torch.relu(self.fc1(y.mean((2, 3)))))).view(n, c, 1, 1)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(y * g, 1), 1))
+
+
+def test_classic_squeeze_and_excitation_with_linear_layers():
+    model = randomise_bn(ClassicSE()).eval()
+    _mask_first_rows(model, "conv.weight", [1, 4, 5])
+    x = torch.randn(2, 3, 5, 5)
+    small = check_compact(model, x)
+    assert (small.conv.out_channels, small.fc1.in_features, small.fc2.out_features, small.head.in_features) == (3,) * 4
 
 
 def test_concatenation_keeps_each_parts_channels_at_their_offsets():
