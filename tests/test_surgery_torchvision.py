@@ -95,8 +95,9 @@ def test_compact_supported(name):
         out = small(x)
         ref = zero_removed_channels(model, x)(x)
     assert out.shape == ref.shape == (1, 1000)
-    scale = max(1.0, float(ref.abs().max()))
-    assert float((out - ref).abs().max()) <= 1e-4 * scale
+    scale = float(ref.abs().max())
+    assert scale > 1e-3  # randomised BatchNorm: outputs far from zero, the comparison means something
+    assert float((out - ref).abs().max()) <= 1e-4 * scale  # relative: outputs range from ~1e-2 to ~1
     p_dense, p_small = pk.count_params(model), pk.count_params(small)
     m_dense, m_small = pk.count_macs(model, x)[0], pk.count_macs(small, x)[0]
     assert p_small < p_dense
