@@ -100,8 +100,9 @@ def find_targets(
 ) -> list[Target]:
     """Prunable parameters of ``model`` in ``named_parameters`` order.
 
-    Without ``include``, the weights of Linear and Conv layers. Patterns in ``include``
-    that match no parameter are an error (a typo would otherwise prune nothing).
+    Without ``include``, the weights of Linear and Conv layers. A pattern in ``include``
+    or ``exclude`` that matches no parameter is an error (a typo would otherwise prune
+    nothing, or protect nothing).
 
     >>> import torch.nn as nn
     >>> [t.name for t in find_targets(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))]
@@ -112,15 +113,16 @@ def find_targets(
     inc = _check_names("include", include)
     exc = _check_names("exclude", exclude) or []
     params = all_parameters(model)
+    for arg, patterns in (("include", inc or []), ("exclude", exc)):
+        for pattern in patterns:  # a typo would otherwise silently prune (or protect) nothing
+            if not any(_matches(n, [pattern]) for n in params):
+                raise ValueError(
+                    f"{arg} pattern {pattern!r} matches no parameter of the model (use parameter names "
+                    f"such as 'fc.weight' or patterns such as 'fc.*'); parameters are e.g. {list(params)[:5]}"
+                )
     if inc is None:
         chosen = [t for t in params.values() if isinstance(t.module, PRUNABLE_TYPES) and t.attr == "weight"]
     else:
-        for pattern in inc:
-            if not any(_matches(n, [pattern]) for n in params):
-                raise ValueError(
-                    f"include pattern {pattern!r} matches no parameter of the model; "
-                    f"parameters are e.g. {list(params)[:5]}"
-                )
         chosen = [t for n, t in params.items() if _matches(n, inc)]
     chosen = [t for t in chosen if not _matches(t.name, exc)]
     if not chosen:

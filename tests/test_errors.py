@@ -34,6 +34,7 @@ def test_bad_sparsity(sparsity, exc, word):
     ({"scope": "local"}, ValueError, "scope"),
     ({"include": ["nope.weight"]}, ValueError, "include"),
     ({"include": 5}, TypeError, "include"),
+    ({"exclude": ["classifier"]}, ValueError, "exclude"),   # a module name, not a parameter name
     ({"criterion": "random", "seed": "x"}, TypeError, "seed"),
 ])
 def test_bad_prune_arguments(kwargs, exc, word):
