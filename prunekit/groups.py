@@ -1,0 +1,111 @@
+"""Group-aware channel pruning: one decision per group of coupled channels.
+
+Layers whose outputs are added (residual connections), normalised by one BatchNorm or
+fed to one depthwise conv share their channels: a channel can only be removed from all
+of them at once. :func:`prunekit.compact` resolves masks that disagree inside such a group
+by keeping the union of what the producers keep, so pruning every layer on its own
+(``pk.prune(..., granularity="channel")``) removes far fewer channels than it asks for in
+a residual network. Here the decision is taken per group, as in DepGraph (Fang et al.
+2023, the algorithm of Torch-Pruning):
+
+* the groups come from :func:`prunekit.surgery.plan_channels` (torch.fx trace);
+* a group's score for channel ``c`` is the **sum over its producers** of their channel
+  scores (the weight-level scores of a criterion reduced per output channel with
+  ``reduction``, L2 by default; channel-level scores as they are);
+* :func:`prunekit.allocation.allocate` removes exactly ``round(s * size)`` channels per group
+  (``scope="layer"``) or over all groups (``scope="global"``), keeping at least one per group;
+* every producer of a group gets the same channel mask.
+
+Channels removed earlier score ``-inf``, so ``sparsity`` is cumulative as in
+:func:`prunekit.prune`, and masks are composed with the existing ones (never un-pruned).
+Groups that cannot be pruned as a unit are left whole: the model's outputs, squeeze-and-
+excitation gates (they follow the channels they gate), groups with a producer outside
+``include``/``exclude`` or not scored, and groups whose producers' widths differ from the
+group (concatenations).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .allocation import allocate, check_scope, check_sparsity
+from .criteria import get as get_criterion
+from .criteria import score
+from .granularity import channel_mask, channel_scores, check_reduction, parse_granularity
+from .masks import apply_masks
+from .surgery import plan_channels
+from .targets import find_targets
+
+
+def group_scores(model: nn.Module, scores: dict[str, torch.Tensor], example_inputs, *,
+                 reduction: str | None = None, normalise: bool = False) -> tuple[dict, dict]:
+    """Per prunable group: its channel scores and its producers' parameter names.
+
+    Returns ``(scores, members)``, both keyed ``"group<i>"`` (``i`` indexes
+    ``plan_channels(model, example_inputs).groups``).
+    """
+    reduction = check_reduction(reduction, parse_granularity("channel"))
+    plan = plan_channels(model, example_inputs)
+    out, members = {}, {}
+    for i, g in enumerate(plan.groups):
+        if g["fixed"] or g["followers"] or not g["producers"]:
+            continue
+        names = [f"{p}.weight" if p else "weight" for p in g["producers"]]
+        if not all(n in scores and scores[n].shape[0] == g["size"] for n in names):
+            continue
+        s = sum(channel_scores(scores[n], reduction, normalise) for n in names)
+        gone = torch.ones(g["size"], dtype=torch.bool)
+        gone[g["kept"]] = False
+        out[f"group{i}"] = s.masked_fill(gone.to(s.device), float("-inf"))
+        members[f"group{i}"] = names
+    return out, members
+
+
+def prune_groups(
+    model: nn.Module,
+    sparsity: float,
+    example_inputs,
+    criterion: str = "magnitude",
+    scope: str = "layer",
+    data: Iterable | None = None,
+    *,
+    include: Iterable[str] | str | None = None,
+    exclude: Iterable[str] | str | None = None,
+    reduction: str | None = None,
+    **criterion_kwargs,
+) -> dict[str, torch.Tensor]:
+    """Remove ``sparsity`` of the channels of every coupled group (see the module docstring).
+
+    Returns the masks applied (full parameter shapes, whole rows False). After it,
+    :func:`prunekit.compact` removes exactly the channels chosen here. Every argument is
+    validated, and the model traced, before anything is changed.
+
+    >>> import torch, prunekit as pk
+    >>> net = pk.models.ResNet(widths=(8, 16))
+    >>> x = torch.zeros(1, 3, 16, 16)
+    >>> _ = pk.groups.prune_groups(net, 0.5, x, exclude="fc.weight")
+    >>> small = pk.compact(net, x)
+    >>> small.layer1[0].conv2.out_channels, small.layer2[0].conv2.out_channels
+    (4, 8)
+    """
+    check_sparsity(sparsity)
+    check_scope(scope)
+    get_criterion(criterion)
+    targets = {t.name: t for t in find_targets(model, include=include, exclude=exclude)}
+    scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)
+    units, members = group_scores(model, scores, example_inputs, reduction=reduction,
+                                  normalise=scope == "global")
+    if not units:
+        raise ValueError("no channel group of the model can be pruned as a unit "
+                         "(check include/exclude: every producer of a group must be prunable)")
+    keep = allocate(units, sparsity, scope, min_keep=1)
+    masks = {}
+    for key, names in members.items():
+        for n in names:
+            m = channel_mask(keep[key], targets[n].shape).to(targets[n].parameter.device)
+            masks[n] = m & targets[n].mask if targets[n].is_masked else m
+    apply_masks(model, masks)
+    return masks
