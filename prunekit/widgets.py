@@ -71,20 +71,20 @@ def render_png(fn: Callable[[Any], Any], value: Any, *, figsize=None, dpi: int =
     Every pyplot figure opened during the call is closed afterwards, so nothing
     leaks and the inline backend does not display a duplicate plot.
     """
-    import matplotlib
     import matplotlib.pyplot as plt
 
     before = set(plt.get_fignums())
-    rc = {"figure.figsize": figsize} if figsize is not None else {}
+    # No rc_context here: if fn creates the session's first figure, IPython activates its
+    # inline backend (rcParams["interactive"] = True) inside it, and leaving the context
+    # would switch that off again, so later cells would silently stop showing figures.
     try:
-        with matplotlib.rc_context(rc):
-            result = fn(value)
-            new_figs = [plt.figure(n) for n in plt.get_fignums() if n not in before]
-            fig = _figure_from_result(result, new_figs)
-            if figsize is not None:
-                fig.set_size_inches(figsize)
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+        result = fn(value)
+        new_figs = [plt.figure(n) for n in plt.get_fignums() if n not in before]
+        fig = _figure_from_result(result, new_figs)
+        if figsize is not None:
+            fig.set_size_inches(figsize)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     finally:
         for n in plt.get_fignums():
             if n not in before:

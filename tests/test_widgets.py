@@ -207,3 +207,25 @@ def test_bad_arguments(kwargs, exc, word):
     with pytest.raises(exc, match=word):
         widgets.slider(kwargs.pop("fn"), kwargs.pop("values"), **kwargs)
     assert plt.get_fignums() == []
+
+
+def test_rendering_frames_keeps_settings_fn_changes():
+    """IPython switches interactive mode on when the session's first figure is created; if that
+    happens inside a slider's fn, it must stay on, or later cells stop showing figures."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from prunekit import widgets
+
+    was = matplotlib.is_interactive()
+    matplotlib.interactive(False)
+
+    def first_figure(value):
+        matplotlib.interactive(True)  # what IPython's backend activation does
+        return plt.figure()
+
+    try:
+        widgets.slider(first_figure, [0.1, 0.2], figsize=(2, 1))
+        assert matplotlib.is_interactive()
+    finally:
+        matplotlib.interactive(was)
