@@ -214,6 +214,21 @@ def forward_loss(model: nn.Module, x, y, loss_fn: LossFn, temperature: float = 1
     return loss.reshape(())
 
 
+def summed_over_batches(model: nn.Module, leaves: list[torch.Tensor], data: Iterable, batches: int | None,
+                        loss_fn: LossFn, term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                        temperature: float = 1.0) -> list[torch.Tensor]:
+    """``sum over batches of term(g, w)`` for each leaf ``w``, where ``g`` is the batch's ``d loss / d w``.
+
+    The accumulation loop shared by the gradient criteria (SNIP, Taylor, movement, GraSP).
+    """
+    acc: list[torch.Tensor] | None = None
+    for x, y in iter_batches(data, batches, model_device(model)):
+        gs = grads(forward_loss(model, x, y, loss_fn, temperature), leaves)
+        terms = [term(g, w.detach()) for g, w in zip(gs, leaves)]
+        acc = terms if acc is None else [a + t for a, t in zip(acc, terms)]
+    return acc
+
+
 # ----------------------------------------------------------------- structure of the model
 
 def module_names(model: nn.Module) -> dict[int, str]:

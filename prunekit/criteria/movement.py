@@ -29,7 +29,7 @@ from torch import nn
 
 from ..targets import Target, find_targets
 from . import register
-from ._common import check_batches, check_loss_fn, forward_loss, grads, iter_batches, model_device, weight_leaves
+from ._common import check_batches, check_loss_fn, summed_over_batches, weight_leaves
 
 
 @register("movement", description="movement -sum_t g*w (Sanh et al. 2020); here one step: summed over the data batches",
@@ -38,10 +38,7 @@ def movement(model: nn.Module, targets: list[Target], data: Iterable, *, batches
              loss_fn=None) -> dict[str, torch.Tensor]:
     batches, loss_fn = check_batches(batches), check_loss_fn(loss_fn)
     with weight_leaves(targets) as leaves:
-        acc = [torch.zeros_like(w) for w in leaves]
-        for x, y in iter_batches(data, batches, model_device(model)):
-            for a, g, w in zip(acc, grads(forward_loss(model, x, y, loss_fn), leaves), leaves):
-                a -= g * w.detach()
+        acc = summed_over_batches(model, leaves, data, batches, loss_fn, lambda g, w: -(g * w))
     return {t.name: a for t, a in zip(targets, acc)}
 
 

@@ -58,7 +58,7 @@ from ..targets import Target
 from . import register
 from ._common import (
     batch_size, check_batches, check_choice, check_loss_fn, check_positive_int, forward_loss, grads,
-    iter_batches, model_device, per_channel, sample, weight_leaves,
+    iter_batches, model_device, per_channel, sample, summed_over_batches, weight_leaves,
 )
 
 
@@ -72,11 +72,7 @@ def taylor(model: nn.Module, targets: list[Target], data: Iterable, *, batches: 
            loss_fn=None) -> dict[str, torch.Tensor]:
     batches, loss_fn = _check_common(batches, loss_fn)
     with weight_leaves(targets) as leaves:
-        acc = [torch.zeros_like(w, dtype=torch.float32 if not w.is_floating_point() else w.dtype) for w in leaves]
-        for x, y in iter_batches(data, batches, model_device(model)):
-            gs = grads(forward_loss(model, x, y, loss_fn), leaves)
-            for a, g, w in zip(acc, gs, leaves):
-                a += (g * w.detach()).pow(2)
+        acc = summed_over_batches(model, leaves, data, batches, loss_fn, lambda g, w: (g * w).pow(2))
     return {t.name: a for t, a in zip(targets, acc)}
 
 
@@ -87,20 +83,13 @@ def taylor_channel(model: nn.Module, targets: list[Target], data: Iterable, *, b
                    loss_fn=None) -> dict[str, torch.Tensor]:
     batches, loss_fn = _check_common(batches, loss_fn)
     with weight_leaves(targets) as leaves:
-        acc = [per_channel(w).new_zeros(per_channel(w).shape[0]) for w in leaves]
-        for x, y in iter_batches(data, batches, model_device(model)):
-            gs = grads(forward_loss(model, x, y, loss_fn), leaves)
-            for a, g, w in zip(acc, gs, leaves):
-                a += per_channel(g * w.detach()).sum(1).pow(2)
+        acc = summed_over_batches(model, leaves, data, batches, loss_fn,
+                                  lambda g, w: per_channel(g * w).sum(1).pow(2))
     return {t.name: a for t, a in zip(targets, acc)}
 
 
 def _summed_gradient(model, leaves, data, batches, loss_fn, temperature=1.0):
-    total = [torch.zeros_like(w) for w in leaves]
-    for x, y in iter_batches(data, batches, model_device(model)):
-        for tot, g in zip(total, grads(forward_loss(model, x, y, loss_fn, temperature), leaves)):
-            tot += g
-    return total
+    return summed_over_batches(model, leaves, data, batches, loss_fn, lambda g, w: g, temperature)
 
 
 @register("snip", description="SNIP connection sensitivity |g*w| (Lee et al. 2019; batches=1 as in the paper)",
