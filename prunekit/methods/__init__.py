@@ -1,12 +1,12 @@
 """Pruning methods on the "learning" axis: the mask is learned rather than scored.
 
-See :mod:`prunekit.methods.learned`.
+* :mod:`.regularization` -- sparsity regularisation: L1, group lasso (SSL), Network Slimming;
+* :mod:`.mask_learning` -- learned channel masks: hard-concrete L0 gates, straight-through masks.
 """
 
-from .learned import (
-    HC_BETA, HC_GAMMA, HC_ZETA, HardConcreteGates, STEChannelMasks, bn_gammas, bn_l1_penalty, channel_masks,
-    group_lasso_penalty, l1_penalty, network_slimming, train_l0_gates, train_ste_masks,
-)
+from .mask_learning import HC_BETA, HC_GAMMA, HC_ZETA, HardConcreteGates, STEChannelMasks, train_l0_gates, train_ste_masks
+from .regularization import (bn_gammas, bn_l1_penalty, channel_masks, group_lasso_penalty, l1_penalty,
+                             network_slimming)
 
 __all__ = [
     "l1_penalty", "group_lasso_penalty", "bn_l1_penalty", "bn_gammas", "network_slimming", "channel_masks",

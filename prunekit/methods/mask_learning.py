@@ -1,48 +1,33 @@
-"""Learning to prune, part 1: sparsity regularisation and learned channel masks.
+"""Learning to prune by learning the mask: hard-concrete L0 gates and straight-through masks.
 
-The "learning" axis of prunekit (see DESIGN.md): the mask is *learned* rather than scored.
+The survey's mask-learning branch of "learning to prune" (Cheng et al. 2024), on channels:
 
-Sparsity regularisation (Cheng et al. survey, "sparsity regularization")
-    * :func:`l1_penalty` -- ``strength * sum |w|`` over the prunable weights (Lasso).
-    * :func:`group_lasso_penalty` -- SSL (Wen et al., NeurIPS 2016), group lasso
-      ``strength * sum_layers sum_channels ||W_c||_2`` over output channels (rows / filters);
-      ``groups="channels"`` / ``"both"`` add SSL's channel-wise (input-channel) groups.
-    * :func:`bn_l1_penalty` -- Network Slimming (Liu et al., ICCV 2017):
-      ``strength * sum |gamma|`` over all BatchNorm scales.
-    * :func:`network_slimming` -- the full recipe: train with the BN penalty, prune channels
-      globally by ``|gamma|``, fine-tune.
+* :class:`HardConcreteGates` + :func:`train_l0_gates` -- L0 regularisation with hard-concrete
+  gates (Louizos, Welling & Kingma, ICLR 2018), one gate per output channel, trained towards a
+  target sparsity with a Lagrangian (Wang, Wohlwend & Lei, EMNLP 2020, as in CoFi and
+  Sheared-LLaMA) plus a fixed quadratic term (augmented Lagrangian) instead of the paper's
+  fixed ``lambda * E[L0]``.
+* :class:`STEChannelMasks` + :func:`train_ste_masks` -- learnable per-channel scores, a hard
+  top-k mask in the forward pass and a straight-through gradient to the scores (Bengio,
+  Leonard & Courville 2013), the edge-popup recipe (Ramanujan et al., CVPR 2020) applied to
+  channels instead of weights.
 
-    Every penalty returns a differentiable scalar tensor, so ``loss + penalty`` works, and takes
-    the model as its first argument, so ``functools.partial(bn_l1_penalty, strength=1e-4)`` is a
-    ``regularizer`` for :func:`prunekit.train.train` (which calls ``regularizer(model)`` once per
-    step and adds it to the mean cross-entropy of the batch).
-
-Mask learning on channels
-    * :class:`HardConcreteGates` + :func:`train_l0_gates` -- L0 regularisation with hard-concrete
-      gates (Louizos, Welling & Kingma, ICLR 2018), one gate per output channel, trained towards a
-      target sparsity with a Lagrangian (Wang, Wohlwend & Lei, EMNLP 2020, as in CoFi and
-      Sheared-LLaMA) plus a fixed quadratic term (augmented Lagrangian) instead of the paper's
-      fixed ``lambda * E[L0]``.
-    * :class:`STEChannelMasks` + :func:`train_ste_masks` -- learnable per-channel scores, a hard
-      top-k mask in the forward pass and a straight-through gradient to the scores (Bengio,
-      Leonard & Courville 2013), the edge-popup recipe (Ramanujan et al., CVPR 2020) applied to
-      channels instead of weights.
-
-    Gates act through forward hooks that multiply a layer's channels (dim 1 for a convolution
-    ``[N, C, ...]``, the last dim for a Linear) *after* the BatchNorm that follows the layer (a
-    BatchNorm in train mode would undo a scale applied before it) and after the ReLU that follows
-    that, when there is one (same forward, since gates are >= 0, but a closed channel still
-    passes a gradient to its gate). ``apply()`` removes the hooks and turns the learned gates into
-    ordinary prunekit channel masks (:func:`prunekit.apply_masks`: whole rows of the weight, plus
-    the bias entries and the following BatchNorm's scale and shift, so a removed channel outputs
-    exactly zero), folding fractional gate values into the BatchNorm / layer parameters, so the
-    masked model computes what the gated model computed in eval mode; ``summary``,
-    ``remove_masks`` and fine-tuning then work as usual. The training loops are our own (not
-    :func:`prunekit.train.train`, which optimises only ``model.parameters()``).
+Gates act through forward hooks that multiply a layer's channels (dim 1 for a convolution
+``[N, C, ...]``, the last dim for a Linear) *after* the BatchNorm that follows the layer (a
+BatchNorm in train mode would undo a scale applied before it) and after the ReLU that follows
+that, when there is one (same forward, since gates are >= 0, but a closed channel still
+passes a gradient to its gate). ``apply()`` removes the hooks and turns the learned gates into
+ordinary prunekit channel masks (:func:`prunekit.apply_masks`: whole rows of the weight, plus
+the bias entries and the following BatchNorm's scale and shift, so a removed channel outputs
+exactly zero), folding fractional gate values into the BatchNorm / layer parameters, so the
+masked model computes what the gated model computed in eval mode; ``summary``,
+``remove_masks`` and fine-tuning then work as usual. The training loops are our own (not
+:func:`prunekit.train.train`, which optimises only ``model.parameters()``).
 
 Which layers: :func:`prunekit.targets.find_targets` (Linear / Conv weights, ``include`` /
 ``exclude``). The gate classes leave out the *last* target by default (the output layer: its
-"channels" are the classes).
+"channels" are the classes). Sparsity *regularisation* (L1, group lasso, Network Slimming) is
+in :mod:`prunekit.methods.regularization`.
 """
 
 from __future__ import annotations
@@ -55,28 +40,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import granularity as gran
+from .._checks import check_int, check_model, check_nonneg, check_positive
 from ..allocation import allocate, check_scope, check_sparsity
 from ..criteria._common import following_batchnorm, module_names
 from ..masks import apply_masks
-from ..targets import Target, effective, find_targets
+from ..targets import Target, find_targets
+from .regularization import _row_norms, channel_masks
 
-__all__ = [
-    "l1_penalty",
-    "group_lasso_penalty",
-    "bn_l1_penalty",
-    "bn_gammas",
-    "network_slimming",
-    "channel_masks",
-    "HardConcreteGates",
-    "train_l0_gates",
-    "STEChannelMasks",
-    "train_ste_masks",
-    "HC_BETA",
-    "HC_GAMMA",
-    "HC_ZETA",
-    "GROUPS",
-]
+__all__ = ["HardConcreteGates", "train_l0_gates", "STEChannelMasks", "train_ste_masks", "HC_BETA", "HC_GAMMA",
+           "HC_ZETA"]
 
 # Louizos et al. 2018, hard-concrete constants: temperature beta, stretch interval (gamma, zeta).
 HC_BETA = 2.0 / 3.0
@@ -84,231 +56,6 @@ HC_GAMMA = -0.1
 HC_ZETA = 1.1
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-
-# --------------------------------------------------------------------------- argument checks
-
-def _check_model(model: Any) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
-def _check_nonneg(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number >= 0, got {value!r}")
-    v = float(value)
-    if not (v >= 0.0) or not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    v = float(value)
-    if not (v > 0.0) or not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return v
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _batchnorms(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-# --------------------------------------------------------------------------- penalties
-
-def l1_penalty(model: nn.Module, strength: float, include=None, exclude=None) -> torch.Tensor:
-    """``strength * sum |w|`` over the prunable weights (:func:`~prunekit.targets.find_targets`).
-
-    Masked weights are read through their mask (``orig * mask``), so pruned entries add nothing.
-    The (sub)gradient is ``strength * sign(w)`` (0 at w = 0).
-    """
-    strength = _check_nonneg("strength", strength)
-    targets = find_targets(_check_model(model), include=include, exclude=exclude)
-    return strength * sum(t.tensor.abs().sum() for t in targets)
-
-
-def _row_norms(w: torch.Tensor) -> torch.Tensor:
-    """L2 norm of each output channel ``[out, ...] -> [out]``, with gradient 0 at a zero row."""
-    rows = w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(-1, 1)
-    sq = (rows * rows).sum(dim=1)
-    safe = torch.where(sq > 0, sq, torch.ones_like(sq))
-    return torch.where(sq > 0, safe.sqrt(), torch.zeros_like(sq))
-
-
-GROUPS = ("filters", "channels", "both")
-
-
-def group_lasso_penalty(model: nn.Module, strength: float, include=None, exclude=None,
-                        groups: str = "filters") -> torch.Tensor:
-    """SSL group lasso (Wen et al. 2016): ``strength * sum_layers sum_groups ||W_g||_2``.
-
-    ``groups="filters"`` (default): one group per output channel of every prunable weight (a conv
-    filter ``W[c, :, :, :]``, a Linear row ``W[c, :]``), the groups whose removal is channel
-    pruning. ``"channels"``: one group per input channel (``W[:, c, ...]``, a Linear column),
-    SSL's channel-wise term. ``"both"``: the sum of the two (SSL's filter-wise + channel-wise
-    regulariser with ``lambda_n = lambda_c = strength``). Groups are not weighted by their size,
-    as in SSL's equations (no ``sqrt(|g|)`` factor of Yuan & Lin's group lasso). The gradient of
-    a group that is exactly zero is taken as 0 (a valid subgradient), never NaN.
-    """
-    strength = _check_nonneg("strength", strength)
-    if groups not in GROUPS:
-        raise ValueError(f"groups must be one of {GROUPS}, got {groups!r}")
-    targets = find_targets(_check_model(model), include=include, exclude=exclude)
-    total = 0.0
-    for t in targets:
-        w = t.tensor
-        if groups in ("filters", "both"):
-            total = total + _row_norms(w).sum()
-        if groups in ("channels", "both") and w.dim() > 1:
-            total = total + _row_norms(w.transpose(0, 1)).sum()
-    return strength * total
-
-
-def bn_gammas(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The BatchNorm scales ``{bn_module_name: gamma}`` (effective, i.e. masked; not detached)."""
-    out = {}
-    for name, bn in _batchnorms(_check_model(model)):
-        g = effective(bn, "weight")
-        if g is not None:
-            out[name] = g
-    return out
-
-
-def bn_l1_penalty(model: nn.Module, strength: float) -> torch.Tensor:
-    """Network Slimming's sparsity term ``strength * sum |gamma|`` over every BatchNorm scale.
-
-    Its gradient w.r.t. each ``gamma`` is ``strength * sign(gamma)``, exactly the subgradient
-    Liu et al. add to the gamma gradients. A model without an affine BatchNorm: ``ValueError``.
-    """
-    strength = _check_nonneg("strength", strength)
-    gammas = bn_gammas(model)
-    if not gammas:
-        raise ValueError("bn_l1_penalty needs a BatchNorm with a scale (affine=True); the model has none")
-    return strength * sum(g.abs().sum() for g in gammas.values())
-
-
-# --------------------------------------------------------------------------- channel masks
-
-def channel_masks(model: nn.Module, keep: dict[str, torch.Tensor], followers: bool = True) -> dict[str, torch.Tensor]:
-    """Full-shape prunekit masks that remove whole output channels.
-
-    ``keep`` maps a prunable weight's name (``"features.0.weight"``) to a bool vector ``[out]``.
-    The result masks that weight's rows and, with ``followers``, the matching entries of the
-    layer's bias and of the BatchNorm right after it (scale and shift), so a removed channel's
-    output is exactly zero, as if it were physically removed. Pass it to
-    :func:`prunekit.apply_masks`.
-    """
-    targets = {t.name: t for t in find_targets(model, include=list(keep))}
-    masks: dict[str, torch.Tensor] = {}
-    bns = following_batchnorm(model, list(targets.values())) if followers else {}
-    names = module_names(model)
-    for name, k in keep.items():
-        t = targets[name]
-        k = k.detach().bool().reshape(-1)
-        if k.numel() != t.shape[0]:
-            raise ValueError(f"keep[{name!r}] has {k.numel()} entries but the layer has {t.shape[0]} channels")
-        masks[name] = gran.channel_mask(k, t.shape)
-        if not followers:
-            continue
-        prefix = name[: -len(t.attr)]
-        if effective(t.module, "bias") is not None:
-            masks[prefix + "bias"] = k.clone()
-        bn = bns.get(name)
-        if bn is not None:
-            bn_name = names[id(bn)]
-            for attr in ("weight", "bias"):
-                if effective(bn, attr) is not None:
-                    masks[f"{bn_name}.{attr}"] = k.clone()
-    return masks
-
-
-def _kept_channels(mask: torch.Tensor) -> torch.Tensor:
-    return mask.reshape(mask.shape[0], -1).any(dim=1)
-
-
-# --------------------------------------------------------------------------- Network Slimming
-
-def network_slimming(
-    model: nn.Module,
-    train_loader: Batches,
-    *,
-    strength: float = 1e-4,
-    epochs: int = 5,
-    lr: float = 1e-3,
-    sparsity: float = 0.5,
-    finetune_steps: int = 100,
-    finetune_lr: float | None = None,
-    seed: int = 0,
-    optimizer: str = "adam",
-    mask_followers: bool = True,
-    test_loader: Batches | None = None,
-    progress: bool = False,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Network Slimming (Liu et al. 2017): sparsity training, channel pruning by |gamma|, fine-tuning.
-
-    1. Train ``epochs`` epochs with cross-entropy + ``bn_l1_penalty(model, strength)`` (adding the
-       penalty to the loss is the same as adding ``strength * sign(gamma)`` to the gamma
-       gradients, which is what the paper does). Liu et al. use SGD and ``strength`` 1e-4 -- 1e-5;
-       with the default Adam the penalty acts faster (Adam normalises the step size).
-    2. ``prunekit.prune(model, sparsity, criterion="bn_scale", granularity="channel",
-       scope="global", missing="skip")``: the fraction ``sparsity`` of all channels that have a
-       BatchNorm goes, ranked by ``|gamma|`` across layers (the paper's global percentile
-       threshold). Layers without a BatchNorm (classifier Linears) are never pruned. With
-       ``mask_followers`` the BatchNorm's gamma and beta of a removed channel are masked too, so
-       the channel is dead (otherwise beta would still pass through the ReLU).
-    3. Fine-tune ``finetune_steps`` steps (:func:`prunekit.train.fine_tune`; 0 skips it).
-
-    Returns ``(model, history)``; ``history`` holds ``"train"`` (per-epoch records),
-    ``"gamma_before"`` / ``"gamma_after"`` (``{bn_name: |gamma|}`` before and after sparsity
-    training, for the chapter's histogram), ``"masks"``, ``"channel_sparsity"`` (achieved, over
-    the pruned layers) and ``"finetune"`` (per-step losses). All arguments are checked before the
-    model is touched.
-    """
-    from ..pruning import prune
-    from ..train import _check_seed, fine_tune, train
-
-    _check_model(model)
-    strength = _check_nonneg("strength", strength)
-    epochs = _check_int("epochs", epochs, 1)
-    lr = _check_positive("lr", lr)
-    sparsity = check_sparsity(sparsity)
-    finetune_steps = _check_int("finetune_steps", finetune_steps, 0)
-    finetune_lr = lr if finetune_lr is None else _check_positive("finetune_lr", finetune_lr)
-    seed = _check_seed(seed)
-    bn_l1_penalty(model, 0.0)  # raises if there is no BatchNorm
-    from ..criteria import score
-    if not score(model, "bn_scale", missing="skip"):
-        raise ValueError("network_slimming: no prunable layer is followed by a BatchNorm")
-
-    gamma_before = {n: g.detach().abs().clone() for n, g in bn_gammas(model).items()}
-    hist = train(model, train_loader, epochs=epochs, lr=lr, optimizer=optimizer, seed=seed, progress=progress,
-                 regularizer=lambda m: bn_l1_penalty(m, strength), test_loader=test_loader)
-    gamma_after = {n: g.detach().abs().clone() for n, g in bn_gammas(model).items()}
-    masks = prune(model, sparsity, criterion="bn_scale", granularity="channel", scope="global", missing="skip")
-    if mask_followers:
-        keep = {n: _kept_channels(m) for n, m in masks.items()}
-        extra = {k: v for k, v in channel_masks(model, keep).items() if k not in masks}
-        apply_masks(model, extra)
-        masks = {**masks, **extra}
-    kept = [_kept_channels(masks[n]) for n in masks if n.endswith("weight") and masks[n].dim() > 1]
-    total = sum(k.numel() for k in kept)
-    achieved = 1.0 - sum(int(k.sum()) for k in kept) / total if total else 0.0
-    losses = []
-    if finetune_steps > 0:
-        losses = fine_tune(model, train_loader, steps=finetune_steps, lr=finetune_lr, optimizer=optimizer, seed=seed)
-    return model, {"train": hist, "gamma_before": gamma_before, "gamma_after": gamma_after, "masks": masks,
-                   "channel_sparsity": achieved, "finetune": losses}
-
 
 # --------------------------------------------------------------------------- gates (shared)
 
@@ -360,7 +107,7 @@ class _ChannelGateBase(nn.Module):
 
     def __init__(self, model: nn.Module, include=None, exclude=None) -> None:
         super().__init__()
-        _check_model(model)
+        check_model(model)
         self.targets = _gate_targets(model, include, exclude)
         self.names = [t.name for t in self.targets]
         for t in self.targets:
@@ -595,14 +342,14 @@ def train_l0_gates(
     """
     from ..train import _check_seed, _cycle, _reseed_loader, set_seed
 
-    _check_model(model)
+    check_model(model)
     target_sparsity = check_sparsity(target_sparsity, "target_sparsity")
-    steps = _check_int("steps", steps, 1)
-    lr = _check_positive("lr", lr)
+    steps = check_int("steps", steps, 1)
+    lr = check_positive("lr", lr)
     if weight_lr is not None:
-        weight_lr = _check_positive("weight_lr", weight_lr)
-    lambda_lr = _check_nonneg("lambda_lr", lambda_lr)
-    penalty = _check_nonneg("penalty", penalty)
+        weight_lr = check_positive("weight_lr", weight_lr)
+    lambda_lr = check_nonneg("lambda_lr", lambda_lr)
+    penalty = check_nonneg("penalty", penalty)
     if isinstance(warmup, bool) or not isinstance(warmup, Real) or not 0.0 <= float(warmup) < 1.0:
         raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {warmup!r}")
     seed = _check_seed(seed)
@@ -728,12 +475,12 @@ def train_ste_masks(
     """
     from ..train import _check_seed, _cycle, _reseed_loader, set_seed
 
-    _check_model(model)
+    check_model(model)
     sparsity = check_sparsity(sparsity)
-    steps = _check_int("steps", steps, 1)
-    lr = _check_positive("lr", lr)
+    steps = check_int("steps", steps, 1)
+    lr = check_positive("lr", lr)
     if weight_lr is not None:
-        weight_lr = _check_positive("weight_lr", weight_lr)
+        weight_lr = check_positive("weight_lr", weight_lr)
     seed = _check_seed(seed)
     check_scope(scope)
     _gate_targets(model, include, exclude)
