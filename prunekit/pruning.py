@@ -18,6 +18,7 @@ from .allocation import allocate, check_scope, check_scores, check_sparsity, pat
 from .allocation import prune_lowest
 from .criteria import get as get_criterion
 from .criteria import score
+from .groups import prune_groups
 from .granularity import Spec, check_applicable, check_reduction, parse_granularity, score_level
 from .masks import apply_masks
 from .targets import all_parameters, find_targets
@@ -170,6 +171,7 @@ def prune(
     include: Iterable[str] | str | None = None,
     exclude: Iterable[str] | str | None = None,
     reduction: str | None = None,
+    example_inputs: torch.Tensor | tuple | None = None,
     **criterion_kwargs,
 ) -> dict[str, torch.Tensor]:
     """Score ``model`` with ``criterion``, mask ``sparsity`` of its weights, apply; returns the masks.
@@ -183,9 +185,30 @@ def prune(
     remaining. ``granularity``, ``scope`` and ``reduction`` are as in
     :func:`make_masks`.
 
+    **Coupled channels.** With ``granularity="channel"`` and ``example_inputs`` (a batch
+    the model accepts), channels are pruned *per group of coupled channels* -- layers
+    whose outputs are added by a residual connection, or share a BatchNorm or a depthwise
+    conv, lose the same channels, chosen by the sum of their scores -- through
+    :func:`prunekit.groups.prune_groups`; this is the path to use before
+    :func:`prunekit.compact`, which can only remove a channel that every layer of its
+    group dropped. Without ``example_inputs`` every layer is pruned on its own (the model
+    cannot be traced), which in a residual network removes fewer channels than asked
+    once compacted. ``example_inputs`` is also passed to criteria that run a forward
+    pass (SynFlow).
+
     Every argument is validated before the model is touched.
     """
     spec = parse_granularity(granularity)
+    if spec.kind == "channel" and example_inputs is not None:
+        if isinstance(sparsity, Mapping):
+            raise ValueError("prune: a per-parameter sparsity dict cannot be used with granularity='channel' and "
+                             "example_inputs (coupled layers share one sparsity); pass a float or omit example_inputs")
+        if get_criterion(criterion).needs_inputs:
+            criterion_kwargs["example_inputs"] = example_inputs
+        return prune_groups(model, sparsity, example_inputs, criterion, scope, data, include=include,
+                            exclude=exclude, reduction=reduction, **criterion_kwargs)
+    if example_inputs is not None and get_criterion(criterion).needs_inputs:
+        criterion_kwargs["example_inputs"] = example_inputs
     check_scope(scope)
     check_reduction(reduction, spec)
     if not isinstance(sparsity, Mapping):
