@@ -107,14 +107,16 @@ def _slug(text: str) -> str:
     return slug
 
 
-# Inline handler of the range input: show frame i, hide the others, update the label.
+# Inline handler of the range input and of the choice menu: show frame
+# choice * n + position, hide the others, update the label.
 _ONINPUT = (
-    "var r=this.closest('.pk-slider'),i=+this.value,"
-    "f=r.querySelectorAll('.pk-slider-frame');"
+    "var r=this.closest('.pk-slider'),p=r.querySelector('.pk-slider-input'),"
+    "c=r.querySelector('.pk-slider-choice'),n=+r.getAttribute('data-n'),"
+    "i=(c?+c.value*n:0)+(+p.value),f=r.querySelectorAll('.pk-slider-frame');"
     "for(var k=0;k<f.length;k++){f[k].hidden=(k!==i);}"
     "var t=f[i].getAttribute('data-value');"
     "r.querySelector('.pk-slider-value').textContent=t;"
-    "this.setAttribute('aria-valuetext',t);"
+    "p.setAttribute('aria-valuetext',t);"
 )
 
 _STYLE = (
@@ -152,6 +154,9 @@ class Slider:
         fmt: Union[str, Callable[[Any], str]] = "{:.0%}",
         key: Optional[str] = None,
         figsize: Optional[Sequence[float]] = None,
+        choices: Optional[Iterable[Any]] = None,
+        choice_label: str = "show",
+        choice_default: Any = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable (value -> matplotlib Figure); got {type(fn).__name__}")
@@ -181,6 +186,9 @@ class Slider:
             texts = [_format_value(fmt, v) for v in values]
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise ValueError(f"fmt {fmt!r} cannot format the values: {exc}") from None
+        self.choices, self.choice_index = _check_choices(choices, choice_default)
+        if not isinstance(choice_label, str):
+            raise TypeError(f"choice_label must be a str; got {type(choice_label).__name__}")
         if figsize is not None:
             try:
                 figsize = tuple(float(x) for x in figsize)
@@ -196,16 +204,28 @@ class Slider:
         self.texts = texts
         self.index = index
         self.figsize = figsize
-        self.frames = [render_png(fn, v, figsize=figsize) for v in values]
+        self.choice_label = choice_label
+        self.frames = [self._render(c, i) for c in range(len(self.choices or [None])) for i in range(len(values))]
         if key is not None:
             self.id = "pk-slider-" + _slug(key)
         else:
             h = hashlib.sha1(label.encode())
-            for text, frame in zip(texts, self.frames):
+            for c in self.choices or []:
+                h.update(str(c).encode())
+            for text, frame in zip(texts * len(self.choices or [None]), self.frames):
                 h.update(text.encode())
                 h.update(frame)
             self.id = "pk-slider-" + h.hexdigest()[:12]
         self._widget = None
+
+    def _render(self, choice: int, i: int) -> bytes:
+        """PNG of ``fn(values[i])``, or ``fn(values[i], choices[choice])`` with choices."""
+        if self.choices is None:
+            return render_png(self.fn, self.values[i], figsize=self.figsize)
+        return render_png(lambda v: self.fn(v, self.choices[choice]), self.values[i], figsize=self.figsize)
+
+    def _frame(self, choice: int, i: int) -> int:
+        return choice * len(self.values) + i
 
     # -- properties -----------------------------------------------------------------
     @property
@@ -218,10 +238,20 @@ class Slider:
         esc = html.escape
         n = len(self.values)
         ident = self.id
+        shown = self._frame(self.choice_index, self.index)
         parts = [
-            f'<div class="pk-slider" id="{ident}">',
+            f'<div class="pk-slider" id="{ident}" data-n="{n}">',
             f"<style>{_STYLE}</style>",
             '<div class="pk-slider-controls">',
+        ]
+        if self.choices is not None:
+            parts.append(f'<label for="{ident}-choice">{esc(self.choice_label)}</label>')
+            parts.append(f'<select class="pk-slider-choice" id="{ident}-choice" onchange="{esc(_ONINPUT)}">')
+            for c, choice in enumerate(self.choices):
+                selected = " selected" if c == self.choice_index else ""
+                parts.append(f'<option value="{c}"{selected}>{esc(str(choice))}</option>')
+            parts.append("</select>")
+        parts += [
             f'<label for="{ident}-input">{esc(self.label)}</label>',
             f'<input type="range" class="pk-slider-input" id="{ident}-input" '
             f'min="0" max="{n - 1}" step="1" value="{self.index}" '
@@ -231,10 +261,13 @@ class Slider:
             "</div>",
             '<div class="pk-slider-frames">',
         ]
-        for i, (text, frame) in enumerate(zip(self.texts, self.frames)):
+        for i, frame in enumerate(self.frames):
+            text = self.texts[i % n]
             alt = f"{self.label} = {text}"
+            if self.choices is not None:
+                alt = f"{self.choice_label} = {self.choices[i // n]}, {alt}"
             data = base64.b64encode(frame).decode("ascii")
-            hidden = "" if i == self.index else " hidden"
+            hidden = "" if i == shown else " hidden"
             parts.append(
                 f'<img class="pk-slider-frame" id="{ident}-frame-{i}" '
                 f'data-value="{esc(text)}" alt="{esc(alt)}"{hidden} '
@@ -246,7 +279,7 @@ class Slider:
     # -- live widget ----------------------------------------------------------------
     @property
     def widget(self):
-        """The live ipywidgets view (created on first use): ``VBox([slider, output])``."""
+        """The live ipywidgets view (created on first use): ``VBox([controls, output])``."""
         if self._widget is None:
             self._widget = self._make_widget()
         return self._widget
@@ -263,13 +296,18 @@ class Slider:
             style={"description_width": "initial"},
             layout=w.Layout(width="min(100%, 28em)"),
         )
+        menu = None
+        if self.choices is not None:
+            menu = w.Dropdown(options=[(str(c), k) for k, c in enumerate(self.choices)], value=self.choice_index,
+                              description=self.choice_label, style={"description_width": "initial"})
         out = w.Output()
-        out.outputs = (_png_output(self.frames[self.index], self.texts[self.index], self.label),)
+        first = self.frames[self._frame(self.choice_index, self.index)]
+        out.outputs = (_png_output(first, self.texts[self.index], self.label),)
 
         def update(change):
-            i = change["new"]
+            i, c = control.value, (menu.value if menu is not None else 0)
             try:
-                png = render_png(self.fn, self.values[i], figsize=self.figsize)
+                png = self._render(c, i)
             except Exception as exc:  # show the error where the figure would be
                 tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 out.outputs = ({"output_type": "stream", "name": "stderr", "text": tb},)
@@ -277,15 +315,22 @@ class Slider:
             out.outputs = (_png_output(png, self.texts[i], self.label),)
 
         control.observe(update, names="value")
-        box = w.VBox([control, out])
+        controls = [control]
+        if menu is not None:
+            menu.observe(update, names="value")
+            controls = [w.HBox([menu, control])]
+        box = w.VBox([*controls, out])
         box.add_class("pk-slider-widget")
         return box
 
     # -- display ----------------------------------------------------------------------
     def __repr__(self) -> str:
+        extra = ""
+        if self.choices is not None:
+            extra = f" x {len(self.choices)} {self.choice_label} choices, {self.choices[self.choice_index]}"
         return (
             f"<prunekit slider: {self.label} over {len(self.values)} values "
-            f"({self.texts[0]} .. {self.texts[-1]}), showing {self.texts[self.index]}>"
+            f"({self.texts[0]} .. {self.texts[-1]}){extra}, showing {self.texts[self.index]}>"
         )
 
     def _repr_html_(self) -> str:
@@ -312,6 +357,31 @@ def _png_output(png: bytes, text: str, label: str) -> dict:
     }
 
 
+def _check_choices(choices: Optional[Iterable[Any]], default: Any) -> tuple[Optional[list], int]:
+    """Validated ``choices`` (``None`` or a non-empty list of distinct items) and the default's index."""
+    if choices is None:
+        if default is not None:
+            raise ValueError("choice_default needs choices")
+        return None, 0
+    if isinstance(choices, (str, bytes)):
+        raise TypeError("choices must be a sequence of options (e.g. a list of names), not a string")
+    try:
+        choices = list(choices)
+    except TypeError:
+        raise TypeError(f"choices must be an iterable of options; got {type(choices).__name__}") from None
+    if not choices:
+        raise ValueError("choices must not be empty (pass None for a plain slider)")
+    for i, c in enumerate(choices):
+        if any(_same(c, d) for d in choices[:i]):
+            raise ValueError(f"choices must be distinct; {c!r} appears more than once")
+    if default is None:
+        return choices, 0
+    matches = [i for i, c in enumerate(choices) if _same(c, default)]
+    if not matches:
+        raise ValueError(f"choice_default must be one of choices {choices!r}; got {default!r}")
+    return choices, matches[0]
+
+
 def _same(a: Any, b: Any) -> bool:
     try:
         return bool(a == b)
@@ -328,6 +398,9 @@ def slider(
     fmt: Union[str, Callable[[Any], str]] = "{:.0%}",
     key: Optional[str] = None,
     figsize: Optional[Sequence[float]] = None,
+    choices: Optional[Iterable[Any]] = None,
+    choice_label: str = "show",
+    choice_default: Any = None,
 ) -> Slider:
     """A figure with a slider that works live in Jupyter and statically on the site.
 
@@ -354,10 +427,20 @@ def slider(
         on a page could have identical frames. Default: a hash of the frames.
     figsize
         ``(width, height)`` in inches for every frame (default: the figure's own).
+    choices
+        Optional second control, a menu: with ``choices`` (e.g. criterion names),
+        ``fn(value, choice)`` draws a frame and one frame is rendered per pair
+        (``len(choices) * len(values)`` PNGs on the page). The static site gets a
+        ``<select>`` beside the range input; the live view an ``ipywidgets.Dropdown``.
+    choice_label
+        Text next to the menu (and in each frame's alt text).
+    choice_default
+        The choice shown first; one of ``choices``. Defaults to ``choices[0]``.
 
     Returns
     -------
     Slider
         Display it (last expression of a cell, or ``IPython.display.display``).
     """
-    return Slider(fn, values, label=label, default=default, fmt=fmt, key=key, figsize=figsize)
+    return Slider(fn, values, label=label, default=default, fmt=fmt, key=key, figsize=figsize, choices=choices,
+                  choice_label=choice_label, choice_default=choice_default)

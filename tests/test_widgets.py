@@ -229,3 +229,54 @@ def test_rendering_frames_keeps_settings_fn_changes():
         assert matplotlib.is_interactive()
     finally:
         matplotlib.interactive(was)
+
+
+def bars_for(sparsity, who):
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.bar(["kept", "pruned"], [1 - sparsity, sparsity], color="C0" if who == "a" else "C1")
+    ax.set_title(who)
+    return fig
+
+
+def test_choices_render_one_frame_per_pair_and_show_the_default():
+    s = widgets.slider(bars_for, VALUES, choices=["a", "b"], choice_label="criterion", choice_default="b",
+                       default=0.5, key="pairs")
+    assert len(s.frames) == 6
+    html = s.to_html()
+    p = parse(html)
+    assert len(p.frames) == 6
+    visible = [i for i, f in enumerate(p.frames) if "hidden" not in f]
+    assert visible == [1 * len(VALUES) + 1]  # choice b, value 0.5
+    assert p.frames[4]["alt"] == "criterion = b, sparsity = 50%"
+    assert p.wrappers[0]["data-n"] == "3"
+    options = re.findall(r'<option value="(\d)"( selected)?>(\w)</option>', html)
+    assert options == [("0", "", "a"), ("1", " selected", "b")]
+    # frame (choice, value) is fn(value, choice): same value, other choice -> other picture
+    assert s.frames[0] != s.frames[3] and s.frames[3] == widgets.render_png(lambda v: bars_for(v, "b"), 0.0)
+
+
+def test_choices_live_widget_follows_menu_and_slider():
+    s = widgets.slider(bars_for, VALUES, choices=["a", "b"])
+    box = s.widget
+    menu, control = box.children[0].children
+    out = box.children[1]
+    first = out.outputs[0]["data"]["image/png"]
+    menu.value = 1
+    after_menu = out.outputs[0]["data"]["image/png"]
+    assert after_menu != first
+    assert base64.b64decode(after_menu) == s.frames[3]
+    control.value = 2
+    assert base64.b64decode(out.outputs[0]["data"]["image/png"]) == s.frames[5]
+
+
+@pytest.mark.parametrize("kwargs, exc, word", [
+    ({"choices": "ab"}, TypeError, "choices"),
+    ({"choices": []}, ValueError, "choices"),
+    ({"choices": ["a", "a"]}, ValueError, "distinct"),
+    ({"choices": ["a"], "choice_default": "z"}, ValueError, "choice_default"),
+    ({"choice_default": "a"}, ValueError, "choice_default"),
+    ({"choices": ["a"], "choice_label": 3}, TypeError, "choice_label"),
+])
+def test_bad_choice_arguments(kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        widgets.slider(bars_for, VALUES, **kwargs)
