@@ -118,6 +118,23 @@ _PASS_FUNCTIONS = {
     _F.adaptive_max_pool1d, _F.adaptive_max_pool2d, _F.adaptive_max_pool3d, _F.interpolate,
 }
 _PASS_METHODS = {"relu", "relu_", "tanh", "contiguous", "clone", "detach"}
+#: Pass-through ops that work on the spatial dims ``2:``: the channels must be dim 1.
+_SPATIAL_MODULES = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Upsample,
+)
+_SPATIAL_FUNCTIONS = {
+    _F.max_pool1d, _F.max_pool2d, _F.max_pool3d, _F.avg_pool1d, _F.avg_pool2d, _F.avg_pool3d,
+    _F.adaptive_avg_pool1d, _F.adaptive_avg_pool2d, _F.adaptive_avg_pool3d,
+    _F.adaptive_max_pool1d, _F.adaptive_max_pool2d, _F.adaptive_max_pool3d, _F.interpolate,
+    _F.dropout1d, _F.dropout2d, _F.dropout3d,
+}
+_PERMUTE = {torch.permute, torch.transpose, torch.swapaxes, torch.swapdims}
+_PERMUTE_METHODS = {"permute", "transpose", "swapaxes", "swapdims"}
+#: Norms over the channels: a removed (zero) channel changes the statistics of the others.
+_NORM_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.LocalResponseNorm)
+_NORM_FUNCTIONS = {_F.layer_norm, _F.group_norm, _F.rms_norm, _F.local_response_norm}
 _ADD = {operator.add, operator.iadd, torch.add}
 _MUL = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
 _FLATTEN = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
@@ -143,6 +160,7 @@ class _Space:
     depthwise: list = field(default_factory=list)    # depthwise conv module names
     consumers: list = field(default_factory=list)    # (module name, repeat)
     barriers: list = field(default_factory=list)     # descriptions of unsupported users
+    partitions: list = field(default_factory=list)   # group counts of the grouped convs reading/writing it
 
 
 @dataclass
@@ -151,14 +169,18 @@ class ChannelPlan:
 
     ``groups`` lists, per group, a dict with ``producers`` (they vote), ``followers``
     (squeeze-and-excitation gate producers: sliced, no vote), ``batchnorms``,
-    ``depthwise``, ``consumers`` (module names), ``size``, ``fixed`` and ``kept`` (a
-    sorted ``LongTensor`` of kept channel indices).
+    ``depthwise``, ``consumers`` (module names), ``partitions`` (the group counts of
+    the grouped convs that read or write it: each of that many equal parts keeps the
+    same count), ``size``, ``fixed`` and ``kept`` (a sorted ``LongTensor`` of kept
+    channel indices).
     """
 
     groups: list
     out_index: dict      # module name -> kept output channel indices
     in_index: dict       # module name -> kept input feature indices
     bn_index: dict       # BatchNorm name -> kept indices
+    attr_index: dict = field(default_factory=dict)  # per-channel parameter -> (dim, kept indices)
+    grouped: dict = field(default_factory=dict)     # grouped (not depthwise) conv -> groups
 
     def removed(self) -> int:
         """How many channels are removed over all groups."""
@@ -218,6 +240,10 @@ class _Tracer:
         self.module_out: dict[str, list] = {}
         self.bn_in: dict[str, list] = {}
         self.gates: set[fx.Node] = set()  # outputs of gate activations (nonzero on removed channels)
+        self.cdim: dict[fx.Node, int] = {}  # which dim of the tensor holds the channels (default 1)
+        self.consts: set[fx.Node] = set()  # parameters/buffers (get_attr) and what is computed from them only
+        self.attr_in: dict[str, tuple[int, list]] = {}  # per-channel parameter -> (its channel dim, segments)
+        self.grouped: dict[str, int] = {}  # grouped (not depthwise) conv -> groups
         self.follows: list[tuple[int, int, str]] = []  # (gate space, data space, where): gate keeps data's channels
 
     # --- union-find -------------------------------------------------------------
@@ -241,7 +267,7 @@ class _Tracer:
             raise ValueError(f"compact: {where} joins channel groups of sizes {sa.size} and {sb.size}")
         self.parent[b] = a
         sa.fixed |= sb.fixed
-        for f in ("producers", "bns", "depthwise", "consumers", "barriers"):
+        for f in ("producers", "bns", "depthwise", "consumers", "barriers", "partitions"):
             getattr(sa, f).extend(getattr(sb, f))
         return a
 
@@ -262,11 +288,17 @@ class _Tracer:
             return None
         return [(self.new(shape[1] if len(shape) >= 2 else 0, fixed=True), 1)]
 
-    def barrier(self, node: fx.Node, inputs, why: str | None = None) -> list | None:
+    def cd(self, node: fx.Node) -> int:
+        """The channel dim of ``node``'s tensor (1 unless a permute or a Linear moved it)."""
+        return self.cdim.get(node, 1)
+
+    def barrier(self, node: fx.Node, inputs, why: str | None = None, output: bool = True) -> list | None:
         what = f"{_describe(node, self.modules)}: {why or _construct(node, self.modules)}"
         for a in inputs:
             for sid, _ in self.info.get(a) or []:
                 self.space(sid).barriers.append(what)
+        if not output:
+            return None
         out = self.fresh_for(node)
         if out is not None:  # what comes out is opaque too: whatever joins it may not lose channels
             self.space(out[0][0]).barriers.append(what)
@@ -283,6 +315,18 @@ class _Tracer:
     def unit(self, node: fx.Node) -> bool:
         """Whether every segment of ``node`` is one channel per space channel (no flatten)."""
         return all(rep == 1 for _, rep in self.info[node])
+
+    def same_channels(self, a: fx.Node, b: fx.Node) -> bool:
+        """Whether ``a`` and ``b`` lay out their channels alike (same dim, segment sizes, repeats)."""
+        ia, ib = self.info[a], self.info[b]
+        return (self.cd(a) == self.cd(b) and len(ia) == len(ib)
+                and all(ra == rb and self.space(sa).size == self.space(sb).size
+                        for (sa, ra), (sb, rb) in zip(ia, ib)))
+
+    def merge(self, node: fx.Node, a: fx.Node, b: fx.Node) -> list:
+        where = _describe(node, self.modules)
+        self.cdim[node] = self.cd(a)
+        return [(self.union(sa, sb, where), ra) for (sa, ra), (sb, _) in zip(self.info[a], self.info[b])]
 
     # --- the walk -----------------------------------------------------------------
     def run(self) -> None:
@@ -337,7 +381,7 @@ class _Tracer:
         a, b = args
         sa, sb = self.shape(a), self.shape(b)
         so = self.shape(node)
-        if sa is None or sb is None or len(sa) < 2 or sa[:2] != sb[:2]:
+        if sa is None or sb is None or len(sa) < 2 or sa[:2] != sb[:2] or self.cd(a) != 1 or self.cd(b) != 1:
             return None
         ia, ib = self.info[a], self.info[b]
         if len(ia) != len(ib) or any(ra != 1 or rb != 1 for (_, ra), (_, rb) in zip(ia, ib)):
@@ -363,22 +407,111 @@ class _Tracer:
             out.append((d, 1))
         return out
 
-    def passthrough(self, node: fx.Node, src: fx.Node) -> list | None:
-        si, so = self.shape(src), self.shape(node)
-        if si is None or so is None or len(si) < 2 or len(so) < 2 or si[:2] != so[:2]:
-            return self.barrier(node, [src])
-        return self.info[src]
+    def scaled(self, node: fx.Node, x: fx.Node, c: fx.Node) -> list | None:
+        """``x * c`` or ``x / c`` with ``c`` a parameter/buffer: a zero channel stays zero.
 
-    def flatten(self, node: fx.Node, src: fx.Node) -> list | None:
+        When ``c`` varies along the channels (a layer scale ``[C, 1, 1]``), it is a
+        per-channel member of ``x``'s group, sliced with it.
+        """
+        sx, sc, so = self.shape(x), self.shape(c), self.shape(node)
+        if sx is None or sc is None or so != sx or len(sc) > len(sx):
+            return None
+        d = self.cd(x)
+        dc = d - (len(sx) - len(sc))  # the dim of c that broadcasts against the channels
+        if dc < 0 or sc[dc] == 1:
+            self.cdim[node] = d
+            return self.info[x]
+        if c.op != "get_attr" or c.target in self.attr_in or sc[dc] != sx[d]:
+            return None
+        self.attr_in[c.target] = (dc, self.info[x])
+        self.cdim[node] = d
+        return self.info[x]
+
+    def passthrough(self, node: fx.Node, src: fx.Node, spatial: bool = False) -> list | None:
+        """Same channels out as in; ``spatial`` ops (pooling) need the channels at dim 1."""
         si, so = self.shape(src), self.shape(node)
+        d = self.cd(src)
         if si is None or so is None or len(si) < 2:
             return self.barrier(node, [src])
-        if len(so) == 2 and so[0] == si[0] and so[1] == math.prod(si[1:]):
-            hw = math.prod(si[2:])
+        if spatial:
+            if d != 1 or len(so) < 2 or si[:2] != so[:2]:
+                return self.barrier(node, [src])
+        elif len(so) != len(si) or so[d] != si[d] or so[0] != si[0]:
+            return self.barrier(node, [src])
+        self.cdim[node] = d
+        return self.info[src]
+
+    def reshape(self, node: fx.Node, src: fx.Node) -> list | None:
+        """A reshape that keeps the channel dim (only dims before or after it are merged/split).
+
+        ``[N, C, H, W] -> [N, C * H * W]`` maps channel ``c`` to ``H*W`` consecutive
+        features; ``[N, C, H, W] -> [N, C, H*W]`` or ``[N, L, C] -> [N*L, C]`` keep it.
+        """
+        si, so = self.shape(src), self.shape(node)
+        d = self.cd(src)
+        if si is None or so is None or len(si) < 2:
+            return self.barrier(node, [src])
+        si, so = list(si), list(so)
+        if so[:d + 1] == si[:d + 1]:  # the dims up to the channels are unchanged
+            self.cdim[node] = d
+            return self.info[src]
+        tail = len(si) - d  # the channels and the dims after them unchanged, leading dims reshaped
+        if len(so) >= tail and so[len(so) - tail:] == si[d:] and len(so) - tail >= 1:
+            self.cdim[node] = len(so) - tail
+            return self.info[src]
+        if d >= 1 and len(so) == d + 1 and so[:d] == si[:d] and so[d] == math.prod(si[d:]):
+            hw = math.prod(si[d + 1:])  # the channels and everything after them flattened
+            self.cdim[node] = d
             return [(sid, rep * hw) for sid, rep in self.info[src]]
-        if so == si or (len(so) >= 2 and so[:2] == si[:2] and math.prod(so[2:]) == math.prod(si[2:]) == 1):
-            return self.info[src]  # unchanged, or only singleton dims added/removed: [N, C] <-> [N, C, 1, 1]
         return self.barrier(node, [src])
+
+    def permute(self, node: fx.Node, src: fx.Node) -> list | None:
+        """``permute``/``transpose``: the channels move to another dim."""
+        n = len(self.shape(src))
+        rest = [a for a in node.args[1:]] + [v for k, v in node.kwargs.items() if k in ("dims", "dim0", "dim1")]
+        if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+            rest = list(rest[0])
+        if not all(isinstance(r, int) for r in rest):
+            return self.barrier(node, [src])
+        d = self.cd(src)
+        name = getattr(node.target, "__name__", node.target)
+        if name == "permute":
+            perm = [r % n for r in rest]
+            if sorted(perm) != list(range(n)):
+                return self.barrier(node, [src])
+            self.cdim[node] = perm.index(d)
+        else:
+            if len(rest) != 2:
+                return self.barrier(node, [src])
+            a, b = (r % n for r in rest)
+            self.cdim[node] = b if d == a else a if d == b else d
+        return self.info[src]
+
+    def index(self, node: fx.Node, src: fx.Node) -> list | None:
+        """``x[:, 0]`` and the like: indexing that leaves the channel dim whole."""
+        idx = node.args[1]
+        idx = idx if isinstance(idx, tuple) else (idx,)
+        d = self.cd(src)
+        si, so = self.shape(src), self.shape(node)
+        if any(not isinstance(i, (int, slice)) for i in idx) or len(idx) > len(si):
+            return self.barrier(node, [src])
+        if d < len(idx) and idx[d] != slice(None):
+            return self.barrier(node, [src])
+        new = d - sum(isinstance(i, int) for i in idx[:d])
+        if so is None or new >= len(so) or so[new] != si[d]:
+            return self.barrier(node, [src])
+        self.cdim[node] = new
+        return self.info[src]
+
+    def norm(self, node: fx.Node, src: fx.Node) -> list:
+        """LayerNorm/GroupNorm/RMSNorm: they normalise across the channels, so a removed
+        (zero) channel would change the mean and variance of the others -- the channels
+        they see are fixed (a barrier); what they output is the same channel space."""
+        self.barrier(node, [src], "normalisation over the channels (LayerNorm/GroupNorm: a removed "
+                     "channel changes the others' mean and variance), so its channels are never removed",
+                     output=False)
+        self.cdim[node] = self.cd(src)
+        return self.info[src]
 
     def producer(self, name: str, size: int) -> list:
         out = self.new(size)
@@ -392,7 +525,10 @@ class _Tracer:
         self.module_in[name] = self.info[src]
 
     def visit(self, node: fx.Node) -> list | None:
-        if node.op == "placeholder" or node.op == "get_attr":
+        if node.op == "placeholder":
+            return self.fresh_for(node)
+        if node.op == "get_attr":
+            self.consts.add(node)
             return self.fresh_for(node)
         if node.op == "output":
             for a in self.tensor_args(node):
@@ -403,6 +539,9 @@ class _Tracer:
         tm = node.meta.get("tensor_meta")
         if tm is None:
             return None  # sizes, shapes, ints: no channels involved
+        if args and all(a in self.consts for a in args) and node.op != "call_module":
+            self.consts.add(node)  # computed from parameters only (e.g. a class token expanded)
+            return self.fresh_for(node) if isinstance(tm, TensorMetadata) else None
         if not isinstance(tm, TensorMetadata):  # several tensors out (split, chunk, ...)
             return self.barrier(node, args)
         first = node.args[0] if node.args else None
@@ -416,7 +555,7 @@ class _Tracer:
             if src is None or len(args) != 1 or first is not src:
                 return self.barrier(node, args)
             if isinstance(m, _CONV):
-                if not self.unit(src):
+                if not self.unit(src) or self.cd(src) != 1:
                     return self.barrier(node, args)
                 if m.groups == 1:
                     self.consumer(node.target, src)
@@ -426,60 +565,105 @@ class _Tracer:
                         self.space(sid).depthwise.append(node.target)
                     self.module_out[node.target] = self.info[src]
                     return self.info[src]
-                return self.barrier(node, args)
+                if len(self.info[src]) != 1:
+                    return self.barrier(node, args, f"grouped convolution (groups={m.groups}) on a concatenation")
+                # grouped conv: input and output are separate spaces, each split into ``groups``
+                # equal parts that must keep equal counts (see the module docstring)
+                self.consumer(node.target, src)
+                self.space(self.info[src][0][0]).partitions.append(m.groups)
+                out = self.producer(node.target, m.out_channels)
+                self.space(out[0][0]).partitions.append(m.groups)
+                self.grouped[node.target] = m.groups
+                return out
             if isinstance(m, nn.Linear):
                 shape = self.shape(src)
-                if shape is None or len(shape) != 2:
+                if shape is None or len(shape) < 2:
                     return self.barrier(node, args)
-                self.consumer(node.target, src)
+                if self.cd(src) == len(shape) - 1:  # a Linear acts on the last dim
+                    self.consumer(node.target, src)
+                else:  # it mixes another dim: the tracked channels may not lose anything
+                    self.barrier(node, args, "Linear over a dim other than the channels", output=False)
+                self.cdim[node] = len(shape) - 1
                 return self.producer(node.target, m.out_features)
             if isinstance(m, _BN):
-                if not self.unit(src):
+                if not self.unit(src) or self.cd(src) != 1:
                     return self.barrier(node, args)
                 for sid, _ in self.info[src]:
                     self.space(sid).bns.append(node.target)
                 self.bn_in[node.target] = self.info[src]
-                return self.passthrough(node, src)
+                return self.passthrough(node, src, spatial=True)
+            if isinstance(m, _NORM_MODULES):
+                return self.norm(node, src)
+            if isinstance(m, _SPATIAL_MODULES):
+                return self.passthrough(node, src, spatial=True)
             if isinstance(m, (*_PASS_MODULES, *_GATE_MODULES)) or type(m).__name__ in _PASS_MODULE_NAMES:
                 return self.passthrough(node, src)
             if isinstance(m, nn.Flatten):
-                if m.start_dim != 1 or m.end_dim != -1:
+                if m.end_dim != -1:
                     return self.barrier(node, args)
-                return self.flatten(node, src)
+                return self.reshape(node, src)
             return self.barrier(node, args)
         if node.op in ("call_function", "call_method"):
             t = node.target
             fn = node.op == "call_function"
             named = getattr(t, "__name__", None) in _PASS_FUNCTION_NAMES
-            if (fn and (t in (_PASS_FUNCTIONS | _GATE_FUNCTIONS) or named)) \
+            data = [a for a in args if a not in self.consts]
+            if fn and t in _NORM_FUNCTIONS:
+                if first in args and first not in self.consts:
+                    return self.norm(node, first)
+            elif (fn and (t in (_PASS_FUNCTIONS | _GATE_FUNCTIONS) or named)) \
                     or (not fn and t in (_PASS_METHODS | _GATE_METHODS)):
                 if len(args) == 1 and first is args[0]:
-                    return self.passthrough(node, args[0])
+                    return self.passthrough(node, args[0], spatial=fn and t in _SPATIAL_FUNCTIONS)
             elif (fn and t in _FLATTEN) or (not fn and t in _RESHAPE_METHODS):
                 if len(args) == 1 and first is args[0]:
-                    return self.flatten(node, args[0])
+                    return self.reshape(node, args[0])
+            elif (fn and t in _PERMUTE) or (not fn and t in _PERMUTE_METHODS):
+                if len(args) == 1 and first is args[0]:
+                    return self.permute(node, args[0])
+            elif fn and t is operator.getitem:
+                if len(args) == 1 and first is args[0] and self.shape(first) is not None:
+                    return self.index(node, first)
             elif (fn and t in _MEAN) or (not fn and t in _MEAN_METHODS):
                 dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
                 dims = [dims] if isinstance(dims, int) else dims
                 shape = self.shape(args[0]) if args else None
                 if (len(args) == 1 and first is args[0] and dims is not None and shape is not None
-                        and all(isinstance(d, int) and (d % len(shape)) >= 2 for d in dims)):
-                    return self.passthrough(node, args[0])
+                        and all(isinstance(dd, int) for dd in dims)):
+                    d, n = self.cd(first), len(shape)
+                    dims = [dd % n for dd in dims]
+                    keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+                    if d not in dims and 0 not in dims:
+                        self.cdim[node] = d if keep else d - sum(dd < d for dd in dims)
+                        return self.info[first]
             elif fn and t in _CAT:
                 parts = first if isinstance(first, (list, tuple)) else None
                 dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
                 so = self.shape(node)
-                if (parts and isinstance(dim, int) and len(so) >= 2 and dim % len(so) == 1
+                if (parts and isinstance(dim, int) and len(so) >= 2
                         and all(isinstance(p, fx.Node) and self.info.get(p) is not None for p in parts)):
-                    return [seg for p in parts for seg in self.info[p]]
+                    d = self.cd(parts[0])
+                    if dim % len(so) == d and all(self.cd(p) == d for p in parts):
+                        self.cdim[node] = d
+                        return [seg for p in parts for seg in self.info[p]]
+                    if (dim % len(so) != d and not any(p in self.consts for p in parts)
+                            and all(self.same_channels(parts[0], p) for p in parts[1:])):
+                        out = self.info[parts[0]]
+                        for p in parts[1:]:
+                            out = self.merge(node, parts[0], p)
+                        return out
+                    if any(p in self.consts for p in parts):
+                        return self.barrier(node, args, "concatenation with a parameter (e.g. a class token), "
+                                            "whose values at removed channels are not zero")
             elif fn and t in _ADD:
-                if (len(args) == 2 and len(node.args) == 2 and "alpha" not in node.kwargs
-                        and self.shape(args[0]) == self.shape(args[1])):
-                    a, b = self.info[args[0]], self.info[args[1]]
-                    if len(a) == len(b) and all(ra == rb and self.space(sa).size == self.space(sb).size
-                                                for (sa, ra), (sb, rb) in zip(a, b)):
-                        where = _describe(node, self.modules)
-                        return [(self.union(sa, sb, where), ra) for (sa, ra), (sb, _) in zip(a, b)]
+                if (len(args) == 2 and len(node.args) == 2 and "alpha" not in node.kwargs and len(data) == 2
+                        and self.shape(args[0]) == self.shape(args[1]) and self.same_channels(args[0], args[1])):
+                    return self.merge(node, args[0], args[1])
+            elif (fn and t in (operator.mul, operator.imul, torch.mul) and len(args) == 2 and len(data) == 1
+                  or fn and t in (operator.truediv, torch.div) and len(args) == 2 and data == args[:1]):
+                scaled = self.scaled(node, data[0], args[1] if data[0] is args[0] else args[0])
+                if scaled is not None:
+                    return scaled
             elif fn and t in _MUL and len(args) == 2 and len(node.args) == 2 and t in (operator.mul, torch.mul):
                 gated = self.gate(node, args)
                 if gated is not None:
@@ -549,6 +733,23 @@ def _kept_rows(module: nn.Module) -> torch.Tensor:
     return mask.reshape(n, -1).bool().any(dim=1).cpu()
 
 
+def _balance(keep: torch.Tensor, partitions: list[int]) -> None:
+    """Keep more channels (in place) until, for every ``g`` in ``partitions``, each of the
+    ``g`` equal consecutive parts keeps the same count: the most any part keeps. The
+    channels added back are the lowest-indexed removed ones of each part."""
+    changed = bool(partitions)
+    while changed:
+        changed = False
+        for g in partitions:
+            parts = keep.view(g, -1)
+            target = int(parts.sum(1).max())
+            for part in parts:
+                missing = target - int(part.sum())
+                if missing > 0:
+                    part[(~part).nonzero().flatten()[:missing]] = True
+                    changed = True
+
+
 def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
     """Trace ``model`` (masks still applied) and decide the kept channels of every group."""
     gm, modules = _trace(model, example_inputs)
@@ -586,6 +787,7 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
             keep |= _kept_rows(modules[p])
         if not keep.any():
             keep[0] = True  # a layer never loses all its channels
+        _balance(keep, s.partitions)
         if not keep.all() and s.barriers:
             raise ValueError(
                 f"compact: the masks remove {int((~keep).sum())} channels of the group produced by "
@@ -602,6 +804,7 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
                        "depthwise": list(dict.fromkeys(s.depthwise)),
                        "followers": list(dict.fromkeys(followers)),
                        "consumers": list(dict.fromkeys(c for c, _ in s.consumers)),
+                       "partitions": sorted(set(s.partitions)),
                        "size": s.size, "fixed": s.fixed, "kept": kept})
 
     def index(segments: list) -> torch.Tensor:
@@ -619,7 +822,8 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
     out_index = {name: index(segs) for name, segs in tr.module_out.items()}
     in_index = {name: index(segs) for name, segs in tr.module_in.items()}
     bn_index = {name: index(segs) for name, segs in tr.bn_in.items()}
-    return ChannelPlan(groups, out_index, in_index, bn_index)
+    attr_index = {name: (dim, index(segs)) for name, (dim, segs) in tr.attr_in.items()}
+    return ChannelPlan(groups, out_index, in_index, bn_index, attr_index, dict(tr.grouped))
 
 
 def plan_channels(model: nn.Module, example_inputs) -> ChannelPlan:
@@ -678,7 +882,30 @@ def _slice_param(module: nn.Module, name: str, index: torch.Tensor, dim: int) ->
         setattr(module, name, new)
 
 
-def _shrink(plan: ChannelPlan, modules: dict) -> None:
+def _shrink_grouped(m: nn.Module, out_idx: torch.Tensor, in_idx: torch.Tensor) -> None:
+    """Slice a grouped conv: kept rows, and in each group the kept columns of its input part
+    (every group keeps as many inputs and outputs as the others: see ``_balance``)."""
+    g, w = m.groups, m.weight
+    if len(out_idx) == m.out_channels and len(in_idx) == m.in_channels:
+        return
+    per_in = m.in_channels // g
+    cols = in_idx.view(g, -1) - (torch.arange(g) * per_in)[:, None]  # local kept columns per group
+    rows = out_idx
+    idx = cols[rows // (m.out_channels // g)].to(w.device)  # [rows, kept per group]
+    idx = idx.view(*idx.shape, *[1] * (w.dim() - 2)).expand(-1, -1, *w.shape[2:])
+    new = torch.gather(w.detach()[rows.to(w.device)], 1, idx).clone()
+    m.weight = nn.Parameter(new, requires_grad=w.requires_grad)
+    _slice_param(m, "bias", out_idx, 0)
+    m.out_channels, m.in_channels = len(out_idx), len(in_idx)
+
+
+def _shrink(plan: ChannelPlan, modules: dict, root: nn.Module | None = None) -> None:
+    for name, (dim, idx) in plan.attr_index.items():  # per-channel parameters (layer scale)
+        owner, _, attr = name.rpartition(".")
+        mod = root.get_submodule(owner) if root is not None else modules[owner]
+        t = getattr(mod, attr)
+        if t.shape[dim] != len(idx):
+            _slice_param(mod, attr, idx, dim)
     for name, idx in plan.bn_index.items():
         bn = modules[name]
         if len(idx) == bn.num_features:
@@ -690,6 +917,9 @@ def _shrink(plan: ChannelPlan, modules: dict) -> None:
         m = modules[name]
         out_idx = plan.out_index.get(name)
         in_idx = plan.in_index.get(name)
+        if name in plan.grouped:
+            _shrink_grouped(m, out_idx, in_idx)
+            continue
         if isinstance(m, _CONV) and m.groups > 1:  # depthwise: input and output coupled
             if len(out_idx) != m.out_channels:
                 _slice_param(m, "weight", out_idx, 0)
@@ -761,7 +991,7 @@ def compact(model: nn.Module, example_inputs) -> nn.Module:
                 torch_prune.remove(m, hook._tensor_name)
     _zero(plan, modules)
     reference = _outputs(work, example_inputs)
-    _shrink(plan, modules)
+    _shrink(plan, modules, work)
     try:
         result = _outputs(work, example_inputs)
     except Exception as e:  # noqa: BLE001

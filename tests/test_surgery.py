@@ -369,8 +369,6 @@ def _mask_first_rows(model, name, rows):
     (Shuffle(), "conv.weight", torch.randn(1, 3, 4, 4), ["channel shuffle", "view"]),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
      ["sigmoid-like gate", "'2'"]),
-    (nn.Sequential(nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1, groups=2)), "0.weight", torch.randn(1, 4, 4, 4),
-     ["grouped convolution", "groups=2", "'1'"]),
     (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "0.weight", torch.randn(1, 4),
      ["LayerNorm", "'1'"]),
     (Reused(), "conv.weight", torch.randn(1, 4, 2, 2), ["more than once", "'conv'"]),
