@@ -54,7 +54,29 @@ Granularities
     closest (:func:`prunekit.allocation.pattern_kernel_count`). Pattern pruning is
     per kernel and connectivity pruning per layer: ``scope`` changes nothing.
 
-``"head"`` and ``"layer"`` are planned (chapter 2) and rejected with a clear error.
+``"head"``
+    Whole attention heads (Michel et al. 2019; Voita et al. 2019): the rows of a head
+    in the query/key/value projections and its columns in the output projection, in
+    :class:`prunekit.models.MultiHeadSelfAttention` and :class:`torch.nn.MultiheadAttention`.
+    Needs the model (``make_masks(..., shapes=model)``) to find the heads. A head's
+    score is the reduction (default L2) of all its scored weights; ``sparsity`` is the
+    fraction of heads removed, per attention module (``scope="layer"``) or over all
+    heads (``scope="global"``, scores normalised by the head size); every module keeps a
+    head. The masks cover every parameter slice of a removed head. See
+    :mod:`prunekit.attention` (also :func:`~prunekit.attention.compact_heads`).
+``"layer"``
+    Whole residual branches ``x + f(x)`` that can be skipped (layer / block pruning,
+    e.g. Fan et al. 2020, *LayerDrop*; the survey's Sec. 2.2): identity-shortcut ResNet
+    blocks, the attention and MLP sublayers of pre-norm transformers. Needs the model
+    (``shapes=model``). A block's score is the *normalised* reduction of its scored
+    weights (default: RMS), so big blocks don't win by size; ``sparsity`` is the
+    fraction of skippable blocks removed, ranked globally (``scope="global"`` only).
+    The masks cover every parameter of a removed block. See :mod:`prunekit.layers`
+    (also :func:`~prunekit.layers.drop_layers`).
+
+Scopes: ``"unstructured"``, ``"channel"``, ``"block:RxC"`` and ``"head"`` support
+``"layer"`` and ``"global"``; ``"N:M"`` and ``"pattern"`` are local (``scope`` is
+validated and ignored); ``"layer"`` supports ``"global"`` only.
 
 Already-removed weights
 -----------------------
@@ -73,17 +95,27 @@ from typing import Sequence
 
 import torch
 
-GRANULARITIES = ("unstructured", "channel", "N:M (e.g. '2:4')", "block:RxC (e.g. 'block:4x4')", "pattern")
-PLANNED = ("head", "layer")
+GRANULARITIES = ("unstructured", "channel", "N:M (e.g. '2:4')", "block:RxC (e.g. 'block:4x4')", "pattern", "head",
+                 "layer")
+PLANNED: tuple[str, ...] = ()
+
+#: The scopes each granularity supports (N:M and pattern accept both and ignore them).
+SCOPES_SUPPORTED = {"unstructured": ("global", "layer"), "channel": ("global", "layer"), "nm": ("global", "layer"),
+                    "block": ("global", "layer"), "pattern": ("global", "layer"), "head": ("global", "layer"),
+                    "layer": ("global",)}
+
+#: Granularities whose units are found in the model: ``make_masks`` needs ``shapes=model``.
+MODEL_UNITS = ("head", "layer")
 
 #: How weight scores are combined into one score per unit. ``"l1"`` and ``"l2"`` are
 #: norms (they ignore sign: use them for non-negative scores such as |w|); ``"sum"``
 #: and ``"mean"`` keep the sign.
 REDUCTIONS = ("l1", "l2", "sum", "mean")
 
-#: The reduction used when ``reduction=None``, per granularity. Channels and blocks use
-#: the L2 norm (``ln_structured(n=2)``'s choice); patterns pick the largest kept sum.
-DEFAULT_REDUCTION = {"channel": "l2", "block": "l2", "pattern": "sum"}
+#: The reduction used when ``reduction=None``, per granularity. Channels, blocks, heads
+#: and layers use the L2 norm (``ln_structured(n=2)``'s choice; for layers normalised to
+#: the RMS); patterns pick the largest kept sum.
+DEFAULT_REDUCTION = {"channel": "l2", "block": "l2", "pattern": "sum", "head": "l2", "layer": "l2"}
 
 #: The kernel-pattern library for ``"pattern"``: 8 masks of a 3 x 3 kernel, each
 #: keeping 4 entries, all containing the centre and 4-connected, in the spirit of
@@ -110,7 +142,7 @@ PATTERN_MIN_SPARSITY = 1 - PATTERN_KEPT / KERNEL_AREA
 class Spec:
     """A parsed granularity: ``kind`` plus N, M (for N:M) or R, C (for blocks)."""
 
-    kind: str  # "unstructured" | "channel" | "nm" | "block" | "pattern"
+    kind: str  # "unstructured" | "channel" | "nm" | "block" | "pattern" | "head" | "layer"
     n: int = 0
     m: int = 0
     rows: int = 0
@@ -136,12 +168,14 @@ def parse_granularity(granularity: object) -> Spec:
     Spec(kind='nm', n=2, m=4, rows=0, cols=0)
     >>> parse_granularity("block:1x4").name
     'block:1x4'
+    >>> parse_granularity("Head").name, parse_granularity("layer").kind
+    ('head', 'layer')
     """
     if not isinstance(granularity, str):
         raise TypeError(f"granularity must be a string such as 'unstructured', 'channel' or '2:4', "
                         f"got {type(granularity).__name__}")
     g = granularity.strip().lower()
-    if g in ("unstructured", "channel", "pattern"):
+    if g in ("unstructured", "channel", "pattern", "head", "layer"):
         return Spec(g)
     if nm := re.fullmatch(r"(\d+):(\d+)", g):
         n, m = int(nm[1]), int(nm[2])
@@ -165,6 +199,19 @@ def check_granularity(granularity: object) -> str:
     return parse_granularity(granularity).name
 
 
+def check_scope_for(spec: Spec, scope: str) -> None:
+    """Raise ``ValueError`` if ``spec`` does not support ``scope`` (see :data:`SCOPES_SUPPORTED`).
+
+    >>> check_scope_for(parse_granularity("layer"), "layer")
+    Traceback (most recent call last):
+    ...
+    ValueError: granularity 'layer' ranks skippable blocks against each other over the whole model: scope must be 'global', got scope='layer'
+    """
+    if scope not in SCOPES_SUPPORTED.get(spec.kind, (scope,)):
+        raise ValueError(f"granularity {spec.name!r} ranks skippable blocks against each other over the whole model: "
+                         f"scope must be {' or '.join(map(repr, SCOPES_SUPPORTED[spec.kind]))}, got scope={scope!r}")
+
+
 def check_reduction(reduction: object, spec: Spec) -> str | None:
     """The reduction to use for ``spec`` (its default when ``None``); ``None`` if it has none."""
     if reduction is not None and reduction not in REDUCTIONS:
@@ -182,8 +229,8 @@ def _shape(shape: Sequence[int]) -> tuple[int, ...]:
 def check_applicable(spec: Spec, name: str, shape: Sequence[int]) -> None:
     """Raise ``ValueError`` if ``spec`` cannot prune a parameter of this shape."""
     shape = _shape(shape)
-    if spec.kind in ("unstructured", "channel"):
-        return
+    if spec.kind in ("unstructured", "channel", "head", "layer"):
+        return  # heads and layers: parameters outside any unit are ignored
     if len(shape) < 2:
         raise ValueError(f"granularity {spec.name!r} needs a weight with an input dimension, but {name!r} "
                          f"has shape {list(shape)}; exclude it (exclude=[{name!r}])")

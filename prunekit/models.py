@@ -1,26 +1,32 @@
-"""Small models for the book: an MLP, a VGG-style CNN and a ResNet-style CNN.
+"""Small models for the book: an MLP, a VGG-style CNN, a ResNet-style CNN and a tiny ViT.
 
 All are plain :class:`torch.nn.Module` trees built from ``nn.Linear``, ``nn.Conv2d``,
-``nn.BatchNorm2d``, ``nn.ReLU``, pooling and ``nn.Flatten`` only, with no data-dependent
-control flow, so :func:`torch.fx.symbolic_trace` can trace them and parameter names are
-readable (``"fc1.weight"``, ``"features.0.weight"``, ``"layer2.0.conv1.weight"``).
-They are small (tens of thousands of parameters) so that everything runs on a laptop CPU.
+``nn.BatchNorm2d``, ``nn.LayerNorm``, ``nn.ReLU``, ``nn.GELU``, pooling and ``nn.Flatten``
+(plus the explicit :class:`MultiHeadSelfAttention`), with no data-dependent control flow,
+so :func:`torch.fx.symbolic_trace` can trace them and parameter names are readable
+(``"fc1.weight"``, ``"features.0.weight"``, ``"layer2.0.conv1.weight"``,
+``"blocks.0.attn.q.weight"``). They are small (tens of thousands of parameters) so that
+everything runs on a laptop CPU.
 
 References: Simonyan & Zisserman, *Very Deep Convolutional Networks for Large-Scale Image
 Recognition* (VGG, ICLR 2015); He et al., *Deep Residual Learning for Image Recognition*
-(ResNet, CVPR 2016); Ioffe & Szegedy, *Batch Normalization* (ICML 2015).
+(ResNet, CVPR 2016); Ioffe & Szegedy, *Batch Normalization* (ICML 2015); Vaswani et al.,
+*Attention Is All You Need* (NeurIPS 2017); Dosovitskiy et al., *An Image is Worth 16x16
+Words* (ViT, ICLR 2021).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from numbers import Real
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["MLP", "SmallCNN", "BasicBlock", "ResNet"]
+__all__ = ["MLP", "SmallCNN", "BasicBlock", "ResNet", "MultiHeadSelfAttention", "ViTBlock", "TinyViT"]
 
 
 def _check_widths(name: str, widths: Any, allow_empty: bool = False) -> tuple[int, ...]:
@@ -204,3 +210,141 @@ class ResNet(nn.Module):
         for i in range(len(self.widths)):
             x = getattr(self, f"layer{i + 1}")(x)
         return self.fc(self.flatten(self.avgpool(x)))
+
+
+# --- a tiny vision transformer --------------------------------------------------------------
+
+class MultiHeadSelfAttention(nn.Module):
+    """Multi-head self-attention with separate ``q``, ``k``, ``v`` and ``proj`` Linear layers.
+
+    Input and output ``[batch, tokens, dim]``. Head ``h`` owns rows
+    ``h*head_dim:(h+1)*head_dim`` of ``q``, ``k`` and ``v`` (weights and biases) and the
+    same columns of ``proj.weight``; ``proj.bias`` belongs to no head. The inner width
+    ``num_heads * head_dim`` may differ from ``dim``, so that pruned heads can be removed
+    physically (:func:`prunekit.attention.compact_heads`). The attention is written out
+    (``softmax(q k^T / sqrt(head_dim)) v``) so that every product is visible to
+    ``torch.fx`` and to the MAC counter.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, bias: bool = True) -> None:
+        super().__init__()
+        dim = _check_pos_int("dim", dim)
+        num_heads = _check_pos_int("num_heads", num_heads)
+        if head_dim is None:
+            if dim % num_heads:
+                raise ValueError(f"num_heads must divide dim when head_dim is not given, got dim={dim}, "
+                                 f"num_heads={num_heads}")
+            head_dim = dim // num_heads
+        head_dim = _check_pos_int("head_dim", head_dim)
+        inner = num_heads * head_dim
+        self.q = nn.Linear(dim, inner, bias=bias)
+        self.k = nn.Linear(dim, inner, bias=bias)
+        self.v = nn.Linear(dim, inner, bias=bias)
+        self.proj = nn.Linear(inner, dim, bias=bias)
+        self.dim, self.num_heads, self.head_dim = dim, num_heads, head_dim
+
+    def _heads(self, t: torch.Tensor, b, n) -> torch.Tensor:
+        return t.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, N, hd]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n = x.shape[0], x.shape[1]
+        q, k, v = self._heads(self.q(x), b, n), self._heads(self.k(x), b, n), self._heads(self.v(x), b, n)
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim)), dim=-1)
+        out = (attn @ v).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
+        return self.proj(out)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, head_dim={self.head_dim}"
+
+
+class ViTBlock(nn.Module):
+    """A pre-norm transformer block: ``x = x + attn(norm1(x)); x = x + mlp(norm2(x))``.
+
+    ``mlp`` is ``fc1 -> act (GELU) -> fc2``. Either residual branch may be absent
+    (``attn``/``norm1`` or ``mlp``/``norm2`` set to ``None``): that is how
+    :func:`prunekit.layers.drop_layers` removes a sublayer, and with a pre-norm residual
+    removing a branch is exactly the identity.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0, head_dim: int | None = None) -> None:
+        super().__init__()
+        hidden = _mlp_hidden(dim, mlp_ratio)
+        self.norm1: nn.LayerNorm | None = nn.LayerNorm(dim)
+        self.attn: MultiHeadSelfAttention | None = MultiHeadSelfAttention(dim, num_heads, head_dim)
+        self.norm2: nn.LayerNorm | None = nn.LayerNorm(dim)
+        self.mlp: nn.Sequential | None = nn.Sequential(OrderedDict(
+            fc1=nn.Linear(dim, hidden), act=nn.GELU(), fc2=nn.Linear(hidden, dim)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.attn is not None:
+            x = x + self.attn(self.norm1(x))
+        if self.mlp is not None:
+            x = x + self.mlp(self.norm2(x))
+        return x
+
+
+def _mlp_hidden(dim: int, mlp_ratio: Any) -> int:
+    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, Real):
+        raise TypeError(f"mlp_ratio must be a positive number, got {mlp_ratio!r}")
+    if not mlp_ratio > 0 or math.isinf(mlp_ratio):
+        raise ValueError(f"mlp_ratio must be a positive number, got {mlp_ratio!r}")
+    return max(1, round(dim * mlp_ratio))
+
+
+class TinyViT(nn.Module):
+    """A tiny Vision Transformer (Dosovitskiy et al. 2021) for 8x8 or 16x16 images.
+
+    ``patch_embed`` (Conv2d with kernel = stride = ``patch_size``) -> prepend the learned
+    ``cls_token`` -> add the learned ``pos_embed`` -> ``blocks`` (``depth`` pre-norm
+    :class:`ViTBlock` s, ``blocks.{i}.attn.q.weight`` ...) -> ``norm`` (LayerNorm) ->
+    ``head`` (Linear) on the class token. The defaults (8x8 one-channel digits, 2x2
+    patches = 16 tokens + the class token, ``dim=32``, 2 blocks of 4 heads) have about
+    18 thousand parameters and train on scikit-learn's digits in seconds.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 8,
+        patch_size: int = 2,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        dim: int = 32,
+        depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+    ) -> None:
+        super().__init__()
+        image_size = _check_pos_int("image_size", image_size)
+        patch_size = _check_pos_int("patch_size", patch_size)
+        in_channels = _check_pos_int("in_channels", in_channels)
+        num_classes = _check_pos_int("num_classes", num_classes)
+        dim = _check_pos_int("dim", dim)
+        depth = _check_pos_int("depth", depth)
+        num_heads = _check_pos_int("num_heads", num_heads)
+        _mlp_hidden(dim, mlp_ratio)
+        if image_size % patch_size:
+            raise ValueError(f"patch_size must divide image_size, got image_size={image_size}, "
+                             f"patch_size={patch_size}")
+        if dim % num_heads:
+            raise ValueError(f"num_heads must divide dim, got dim={dim}, num_heads={num_heads}")
+        self.num_patches = (image_size // patch_size) ** 2
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, self.num_patches + 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*[ViTBlock(dim, num_heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        self.image_size, self.patch_size, self.in_channels, self.num_classes = (
+            image_size, patch_size, in_channels, num_classes)
+        self.dim, self.depth, self.num_heads, self.mlp_ratio = dim, depth, num_heads, mlp_ratio
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # [B, patches, dim]
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed
+        x = self.norm(self.blocks(x))
+        return self.head(x[:, 0])
