@@ -87,15 +87,22 @@ def make_masks(
 
     * ``granularity`` -- what is removed together (see :mod:`prunekit.granularity`):
       ``"unstructured"``, ``"channel"``, ``"N:M"`` such as ``"2:4"``,
-      ``"block:RxC"`` such as ``"block:4x4"``, ``"pattern"`` (3 x 3 convs).
+      ``"block:RxC"`` such as ``"block:4x4"``, ``"pattern"`` (3 x 3 convs),
+      ``"head"`` (attention heads, :mod:`prunekit.attention`), ``"layer"`` (skippable
+      residual blocks, :mod:`prunekit.layers`). Heads and layers are found in the
+      model, so they need ``shapes=model``; their masks cover every parameter of a
+      removed unit, also parameters that were not scored, and ignore scored
+      parameters outside any unit.
     * ``sparsity`` -- the fraction of units removed: weights, channels or tiles.
       Exactly ``round(sparsity * n)`` units go, per tensor (``scope="layer"``) or over
       all tensors (``scope="global"``); see :mod:`prunekit.allocation` for the tie rule
       and the at-least-one-channel rule. N:M fixes it at ``1 - N/M`` (pass ``None`` or
       that value). For ``"pattern"`` it is the weight sparsity of every layer, at least
       5/9 (``None`` = 5/9); above that whole kernels go too.
-    * ``scope`` -- ``"global"`` ranks all tensors together, ``"layer"`` each on its own.
-      N:M and pattern are local by construction: ``scope`` is validated and ignored.
+    * ``scope`` -- ``"global"`` ranks all tensors together, ``"layer"`` each on its own
+      (for heads: each attention module on its own). N:M and pattern are local by
+      construction: ``scope`` is validated and ignored. ``"layer"`` granularity
+      supports ``"global"`` only.
       In global scope channel scores reduced from weight scores are normalised by the
       channel size (l2 -> RMS, l1 -> mean |s|, sum -> mean) so that layers with a
       different fan-in compete fairly; within a layer this changes no ranking.
@@ -103,7 +110,8 @@ def make_masks(
       ``"sum"``, ``"mean"``; ``None`` = the granularity's default (``"l2"`` for
       channels and blocks, the L2 norm ``torch.nn.utils.prune.ln_structured(n=2)``
       uses; ``"sum"`` for patterns). Ignored by unstructured and N:M.
-    * ``shapes`` -- ``{name: parameter shape}`` or the model. Needed only for
+    * ``shapes`` -- ``{name: parameter shape}`` or the model. The model is needed for
+      ``"head"`` and ``"layer"``; otherwise shapes are needed only for
       channel-level scores (shape ``[out]``): the masks then get the parameter's
       full shape; without it a mask has its score's shape. It also lets a
       weight-level granularity reject channel-level scores ("finer than the scores").
@@ -118,11 +126,20 @@ def make_masks(
     spec = parse_granularity(granularity)
     scores = check_scores(scores)
     scope = check_scope(scope)
+    gran.check_scope_for(spec, scope)
     reduction = check_reduction(reduction, spec)
     shapes_ = _resolve_shapes(scores, shapes)
     levels = {n: score_level(spec, n, s, shapes_[n]) for n, s in scores.items()}
     for n in scores:
         check_applicable(spec, n, shapes_[n])
+    if spec.kind in gran.MODEL_UNITS:  # units found in the model: heads, residual blocks
+        from .attention import head_masks
+        from .layers import layer_masks
+        if not isinstance(shapes, nn.Module):
+            raise ValueError(f"granularity {spec.name!r} finds its units in the model: pass the model as shapes= "
+                             f"(make_masks(scores, sparsity, {spec.name!r}, shapes=model))")
+        build = head_masks if spec.kind == "head" else layer_masks
+        return build(scores, sparsity, shapes, scope=scope, reduction=reduction)
     per = _per_param_sparsity(spec, list(scores), sparsity, scope)
 
     if spec.kind == "unstructured":
