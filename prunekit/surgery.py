@@ -9,15 +9,27 @@ parameter count and MACs drop -- the "universal speedup" of structured pruning.
 How it works
 ------------
 The model is traced with :func:`torch.fx.symbolic_trace` and every tensor's channel
-dimension (dim 1: ``[N, C, ...]`` or ``[N, F]``) is assigned a *channel space*. Spaces
-that must keep the same channels are merged into one *group* (cf. Torch-Pruning's
-dependency graph, Fang et al., CVPR 2023):
+dimension is assigned a *channel space*. The channel dimension is dim 1 (``[N, C, ...]``
+or ``[N, F]``) unless an operation moved it: a ``permute``/``transpose`` moves it
+(ConvNeXt's channels-last ``[N, H, W, C]``), a Linear puts its output channels in the
+last dim (``[N, L, C]`` tokens). Spaces that must keep the same channels are merged
+into one *group* (cf. Torch-Pruning's dependency graph, Fang et al., CVPR 2023):
 
-* a Conv/Linear output opens a space; its *producer* is that layer;
+* a Conv/Linear output opens a space; its *producer* is that layer. A Linear acts on
+  the last dim, so its input channels must be there (``[N, F]``, ``[N, L, C]``,
+  ``[N, H, W, C]``); a Linear over another dim is a barrier for the tracked channels;
 * BatchNorm, activations with ``f(0) = 0`` (ReLU, ReLU6, LeakyReLU, GELU, SiLU, ELU,
-  Tanh, Hardswish), pooling (max, average, adaptive), dropout, identity, ``x * scalar``
-  and reductions over the spatial dims pass a space through unchanged (BatchNorm
-  entries are *members* of the group);
+  Tanh, Hardswish), pooling (max, average, adaptive; channels at dim 1), dropout,
+  identity, ``x * scalar`` and reductions over dims other than the batch and the
+  channels pass a space through unchanged (BatchNorm entries are *members* of the
+  group);
+* ``x * p`` or ``x / p`` with ``p`` a parameter or buffer keeps ``x``'s channels (a
+  zero stays zero); when ``p`` varies along the channels -- ConvNeXt's layer scale, a
+  ``[C, 1, 1]`` parameter -- it is a member, sliced with the channels;
+* ``permute``/``transpose`` keep the channels and move their dim; a reshape that only
+  merges or splits the dims before or after the channels keeps them (``[N, C, H, W] ->
+  [N, C, H*W]``, ``[N, L, C] -> [N*L, C]``); indexing that leaves the channel dim whole
+  (``x[:, 0]``, ViT's class token) keeps them;
 * a residual addition ``a + b`` merges the spaces of ``a`` and ``b``;
 * a concatenation along the channels (``torch.cat(xs, dim=1)``) lays the spaces of its
   parts side by side: each part keeps its own channels, at its own offset (DenseNet,
@@ -32,6 +44,29 @@ dependency graph, Fang et al., CVPR 2023):
   input: its filters and biases are members, removed with the channels of its input
   (a zero input channel gives a zero output once the bias entry is zero). It does not
   vote: a channel only the depthwise conv masks stays, as a zero filter;
+* a **grouped conv** with ``g`` groups (``1 < g``, not depthwise: RegNet, ResNeXt)
+  keeps ``g``: its input space and its output space stay separate groups (a removed
+  input channel is zero, so its columns can go whatever the outputs do), but each is
+  split into ``g`` equal consecutive *parts* (the conv's groups) that must keep the
+  same number of channels. **Rule:** after the vote, every part keeps as many channels
+  as the part that keeps the most; a part that keeps fewer keeps, in addition, its
+  lowest-indexed removed channels (the union rule: never fewer than the masks keep).
+  A space read or written by several grouped convs is balanced for each of their
+  ``g`` until all hold. Each group of the compacted conv keeps its own columns (the
+  input part's kept channels), so ``groups`` is unchanged and the weight is
+  ``[g * out_per_group, in_per_group, k, k]``. (Torch-Pruning also keeps ``g`` and
+  removes the same positions in every group; here the masks may differ per group.)
+  A grouped conv on a concatenation is unsupported;
+* **LayerNorm, GroupNorm, RMSNorm** (module or functional, e.g. torchvision's
+  ``LayerNorm2d``) normalise *across* the channels: the mean and variance over ``C``
+  channels, one of them zero, differ from those over the ``C - 1`` others, so no
+  channel of a normalised space can be removed exactly. Their input space is a
+  *barrier* (the channels are kept; masks that remove any raise ``ValueError``); the
+  output is the same space. In a ConvNeXt or ViT the residual stream is normalised in
+  every block, so the stream and everything added into it (stem/patch embedding,
+  depthwise convs on the stream, the MLP output projections) keep their channels, and
+  what can be pruned is the MLP hidden channels (``Linear(C, 4C) -> GELU ->
+  Linear(4C, C)``), which reach no norm;
 * flatten (``nn.Flatten``, ``torch.flatten``, ``view``/``reshape`` to ``[N, -1]``) of
   ``[N, C, H, W]`` maps channel ``c`` to the ``H*W`` consecutive features
   ``c*H*W ... (c+1)*H*W - 1`` of the following Linear;
@@ -74,12 +109,17 @@ differ, so it never returns a silently wrong model.
 
 Unsupported constructs
 ----------------------
-Splitting/indexing/channel shuffles (``view`` to other than ``[N, -1]``), grouped convs
-other than depthwise, attention, additions of a constant, Linear layers on inputs with
-more than 2 dims, norms other than BatchNorm, activations with ``f(0) != 0`` (sigmoid) outside a gate, concatenation
-along another dim, and any other operation compact does not know
-raise a ``ValueError`` naming the node and the construct -- but only when channels that
-the masks remove would flow into it; channels that reach them untouched are simply kept.
+Splitting/slicing the channels and channel shuffles (ShuffleNet's ``view`` to ``[N, g,
+C/g, H, W]``), grouped convs on a concatenation, attention, additions of a constant
+(a position embedding) and concatenation with one (a class token), LayerNorm/GroupNorm
+over removed channels (see above), activations with ``f(0) != 0`` (sigmoid) outside a
+gate, pooling over the channel dim, and any other operation compact does not know raise
+a ``ValueError`` naming the node and the construct -- but only when channels that the
+masks remove would flow into it; channels that reach them untouched are simply kept.
+So in a ShuffleNetV2 every conv can be pruned except the last 1x1 conv of each branch,
+whose channels reach the shuffle; in a ViT the MLP hidden channels (attention heads are
+pruned by another path). Concatenation along a dim other than the channels (tokens)
+merges the parts' channel spaces.
 Modules with parameters that are called more than once, and models that
 ``torch.fx.symbolic_trace`` cannot trace, raise a ``ValueError`` / ``TypeError``.
 """

@@ -1,21 +1,29 @@
 """compact() on torchvision classifiers with random weights: which ones it supports today.
 
 Every model is built with ``weights=None`` under ``torch.manual_seed(0)``, put in eval
-mode, given non-trivial BatchNorm statistics, and 40% of the output channels of every
-Conv/Linear except the classifier are masked (``criterion="random"``, per layer). A
-supported model must compact to a smaller model (parameters and MACs) that equals
-``zero_removed_channels`` on the example input; an unsupported one must raise the
-documented ``ValueError`` naming the construct and leave the model untouched. So this
-file records exactly which models compact supports: a newly supported model makes its
-``raises`` case fail, and must then move to ``SUPPORTED``.
+mode, given non-trivial BatchNorm statistics, and 40% of the output channels of its
+prunable Conv/Linear layers are masked (``criterion="random"``, per layer). A supported
+model must compact to a smaller model (parameters and MACs) that equals
+``zero_removed_channels`` on the example input, with the exact widths the masks ask
+for; an unsupported one must raise the documented ``ValueError`` naming the construct
+and leave the model untouched. So this file records exactly which models compact
+supports, and on which layers: a newly supported model or layer makes its ``raises``
+case fail, and must then move to ``SUPPORTED``.
+
+``SUPPORTED`` names, per model, the parameters that are pruned: every Conv/Linear
+weight but the classifier's, or a pattern where part of the model is out of scope --
+ConvNeXt and ViT normalise their residual stream with LayerNorm (over the channels:
+never removable), so their MLP hidden channels are what is pruned. ``UNSUPPORTED``
+prunes every Conv/Linear weight but the classifier's and expects the error.
 
 ``test_same_budget_as_torch_pruning`` compares with Torch-Pruning (``torch-pruning``,
 a test-only requirement; skipped when it is not installed) on resnet18 and mobilenet_v2.
 
-Marked ``slow`` (about 40 s on two cores): deselect with ``-m "not slow"``.
+Marked ``slow`` (about a minute on two cores): deselect with ``-m "not slow"``.
 """
 
 import copy
+import re
 
 import pytest
 import torch
@@ -32,26 +40,30 @@ pytestmark = pytest.mark.slow
 
 SPARSITY = 0.4
 
-#: model -> name of its final classifier layer (never pruned: the classes stay).
+#: model -> (name of its final classifier layer (never pruned: the classes stay),
+#: None = every other Conv/Linear weight is pruned, or a regex of the pruned parameter names).
 SUPPORTED = {
-    "resnet18": "fc",
-    "resnet50": "fc",
-    "vgg11_bn": "classifier.6",
-    "mobilenet_v2": "classifier.1",
-    "mobilenet_v3_small": "classifier.3",
-    "efficientnet_b0": "classifier.1",
-    "densenet121": "classifier",
-    "squeezenet1_0": "classifier.1",  # a 1x1 conv producing the 1000 class maps
+    "resnet18": ("fc", None),
+    "resnet50": ("fc", None),
+    "vgg11_bn": ("classifier.6", None),
+    "mobilenet_v2": ("classifier.1", None),
+    "mobilenet_v3_small": ("classifier.3", None),
+    "efficientnet_b0": ("classifier.1", None),
+    "densenet121": ("classifier", None),
+    "squeezenet1_0": ("classifier.1", None),  # a 1x1 conv producing the 1000 class maps
+    "regnet_y_400mf": ("fc", None),  # grouped convs (group width 8) and squeeze-and-excitation
+    # the residual stream is LayerNorm'd: the 4x MLP expansions (Linear C -> 4C) are pruned
+    "convnext_tiny": ("classifier.2", r"features\.\d+\.\d+\.block\.3\.weight"),
+    "vit_b_16": ("heads.head", r"encoder\.layers\.encoder_layer_\d+\.mlp\.0\.weight"),
+    # the channels that reach a channel shuffle stay: every conv but the last of each branch
+    "shufflenet_v2_x1_0": ("fc", r"(?!fc\.|.*branch1\.2\.|.*branch2\.5\.).*weight"),
 }
 
-#: model -> (classifier, the construct named in the ValueError). The first construct the
-#: removed channels reach is the one reported.
+#: model -> (classifier, the construct named in the ValueError), every Conv/Linear but the
+#: classifier pruned. The first construct the removed channels reach is the one reported.
 UNSUPPORTED = {
-    "regnet_y_400mf": ("fc", "grouped convolution"),
-    "shufflenet_v2_x1_0": ("fc", "channel shuffle"),
-    "convnext_tiny": ("classifier.2", "'permute'.*an operation compact has no rule for"),
-    # the patch embedding's channels reach a reshape to [N, C, H*W] before any attention
-    "vit_b_16": ("heads.head", "'reshape'.*reshape other than"),
+    "shufflenet_v2_x1_0": ("fc", "'view'.*channel shuffle"),
+    "convnext_tiny": ("classifier.2", "'layer_norm'.*normalisation over the channels"),
 }
 
 #: smallest convenient input; ViT-B/16 accepts only its image size.
@@ -71,21 +83,66 @@ def randomise_bn(model: nn.Module) -> nn.Module:
     return model
 
 
-def build(name: str, classifier: str) -> tuple[nn.Module, torch.Tensor]:
+def build(name: str, classifier: str, pattern: str | None = None) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     model = randomise_bn(getattr(torchvision.models, name)(weights=None).eval())
-    assert isinstance(model.get_submodule(classifier), (nn.Linear, nn.Conv2d))
-    pk.prune(model, SPARSITY, criterion="random", seed=0, granularity="channel", scope="layer",
-             exclude=[f"{classifier}.weight"])  # parameter names, not module names
+    head = model.get_submodule(classifier)
+    assert isinstance(head, (nn.Linear, nn.Conv2d))
+    if not head.weight.any():  # ViT initialises its head to zeros: the outputs would all be 0
+        with torch.no_grad():
+            head.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(3))
+    if pattern is None:
+        pk.prune(model, SPARSITY, criterion="random", seed=0, granularity="channel", scope="layer",
+                 exclude=[f"{classifier}.weight"])  # parameter names, not module names
+    else:
+        include = [n for n, _ in model.named_parameters() if re.fullmatch(pattern, n)]
+        assert include and f"{classifier}.weight" not in include
+        pk.prune(model, SPARSITY, criterion="random", seed=0, granularity="channel", scope="layer",
+                 include=include)
     assert not hasattr(model.get_submodule(classifier), "weight_mask")
     size = INPUT_SIZE.get(name, 64)
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(2))
     return model, x
 
 
+def kept_rows(module: nn.Module) -> torch.Tensor:
+    m = module.weight_mask
+    return m.reshape(m.shape[0], -1).any(dim=1)
+
+
+def check_widths(name: str, model: nn.Module, small: nn.Module) -> int:
+    """The exact widths of the layers whose channels the model-specific rules decide;
+    returns how many layers were checked."""
+    checked = 0
+    for n, m in model.named_modules():
+        if name == "regnet_y_400mf" and isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels:
+            # a grouped conv keeps its group count; each group keeps the most any of its groups
+            # keeps (rows: its own mask; inputs: the mask of the 1x1 conv ``a`` feeding it)
+            s, a = small.get_submodule(n), model.get_submodule(n.replace(".b.0", ".a.0"))
+            g = m.groups
+            per_out = int(kept_rows(m).view(g, -1).sum(1).max())
+            per_in = int(kept_rows(a).view(g, -1).sum(1).max())
+            assert (s.groups, s.out_channels, s.in_channels) == (g, g * per_out, g * per_in), n
+            assert s.weight.shape == (g * per_out, per_in, 3, 3)
+            assert small.get_submodule(n.replace(".b.0", ".se.fc2")).out_channels == g * per_out
+            checked += 1
+        if name in ("convnext_tiny", "vit_b_16") and isinstance(m, nn.Linear) and hasattr(m, "weight_mask"):
+            k = int(kept_rows(m).sum())
+            second = n.replace("block.3", "block.5").replace("mlp.0", "mlp.3")
+            assert small.get_submodule(n).out_features == small.get_submodule(second).in_features == k, n
+            assert k < m.out_features
+            checked += 1
+        if name == "shufflenet_v2_x1_0" and n.endswith("branch2.0"):
+            k = int(kept_rows(m).sum())
+            assert small.get_submodule(n).out_channels == small.get_submodule(n[:-1] + "5").in_channels == k
+            assert small.get_submodule(n[:-1] + "3").groups == k  # the depthwise conv follows
+            checked += 1
+    return checked
+
+
 @pytest.mark.parametrize("name", list(SUPPORTED))
 def test_compact_supported(name):
-    model, x = build(name, SUPPORTED[name])
+    model, x = build(name, *SUPPORTED[name])
     snap = snapshot(model)
     small = compact(model, x)
     assert_untouched(model, snap)
@@ -102,6 +159,8 @@ def test_compact_supported(name):
     m_dense, m_small = pk.count_macs(model, x)[0], pk.count_macs(small, x)[0]
     assert p_small < p_dense
     assert m_small < m_dense
+    expected_checks = {"regnet_y_400mf": 16, "convnext_tiny": 18, "vit_b_16": 12, "shufflenet_v2_x1_0": 16}
+    assert check_widths(name, model, small) == expected_checks.get(name, 0)
     print(f"{name}: params {p_dense:,} -> {p_small:,} ({1 - p_small / p_dense:.1%} fewer), "
           f"MACs {m_dense:,} -> {m_small:,} ({m_dense / m_small:.2f}x fewer)")
 
@@ -117,6 +176,34 @@ def test_compact_unsupported_raises(name):
     with pytest.raises(ValueError, match=construct):
         zero_removed_channels(model, x)
     assert_untouched(model, snap)
+
+
+def test_vit_patch_embedding_channels_raise():
+    """ViT's patch embedding (``conv_proj``) feeds the residual stream: its channels are
+    concatenated with the class token, get a position embedding and are LayerNorm'd, so
+    removing them is refused, naming the construct; its MLP hidden channels compact.
+    A small ``VisionTransformer`` (torchvision's class, the same graph as vit_b_16) keeps
+    this fast."""
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                 hidden_dim=32, mlp_dim=64, num_classes=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    masked = copy.deepcopy(model)
+    pk.prune(masked, 0.25, criterion="random", seed=0, granularity="channel", scope="layer",
+             include=["conv_proj.weight", "encoder.layers.encoder_layer_0.mlp.0.weight"])
+    snap = snapshot(masked)
+    with pytest.raises(ValueError, match=r"\['conv_proj'\].*'cat'.*class token"):
+        compact(masked, x)
+    assert_untouched(masked, snap)
+
+    pk.prune(model, 0.25, criterion="random", seed=0, granularity="channel", scope="layer",
+             include=["encoder.layers.encoder_layer_0.mlp.0.weight", "encoder.layers.encoder_layer_1.mlp.0.weight"])
+    small = compact(model, x)
+    assert [small.encoder.layers[i].mlp[0].out_features for i in (0, 1)] == [48, 48]
+    assert [small.encoder.layers[i].mlp[3].in_features for i in (0, 1)] == [48, 48]
+    assert small.conv_proj.out_channels == 32 and small.encoder.ln.normalized_shape == (32,)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_removed_channels(model, x)(x), rtol=1e-4, atol=1e-5)
 
 
 # --- cross-check against Torch-Pruning (Fang et al., CVPR 2023), a test-only dependency ---
