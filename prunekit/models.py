@@ -297,15 +297,17 @@ class TinyViT(nn.Module):
     ``patch_embed`` (Conv2d with kernel = stride = ``patch_size``) -> prepend the learned
     ``cls_token`` -> add the learned ``pos_embed`` -> ``blocks`` (``depth`` pre-norm
     :class:`ViTBlock` s, ``blocks.{i}.attn.q.weight`` ...) -> ``norm`` (LayerNorm) ->
-    ``head`` (Linear) on the class token. The defaults (8x8 one-channel digits, 2x2
-    patches = 16 tokens + the class token, ``dim=32``, 2 blocks of 4 heads) have about
-    18 thousand parameters and train on scikit-learn's digits in seconds.
+    ``head`` (Linear) on the class token. The defaults (8x8 one-channel digits, 4x4
+    patches = 4 tokens + the class token, ``dim=32``, 2 blocks of 4 heads, MLP width 64)
+    have 18,218 parameters and reach about 90% test accuracy on scikit-learn's digits
+    in 5 epochs (about 2 s on one CPU core); ``patch_size=2`` gives 16 patch tokens
+    and learns more slowly.
     """
 
     def __init__(
         self,
         image_size: int = 8,
-        patch_size: int = 2,
+        patch_size: int = 4,
         in_channels: int = 1,
         num_classes: int = 10,
         dim: int = 32,

@@ -10,12 +10,13 @@ from torch import nn
 
 from prunekit import models
 from prunekit.metrics import count_params as count_parameters
-from prunekit.models import MLP, BasicBlock, ResNet, SmallCNN
+from prunekit.models import MLP, BasicBlock, MultiHeadSelfAttention, ResNet, SmallCNN, TinyViT, ViTBlock
 
 
 ALLOWED = (
     nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d,
     nn.Flatten, nn.Sequential, BasicBlock, MLP, SmallCNN, ResNet,
+    nn.LayerNorm, nn.GELU, MultiHeadSelfAttention, ViTBlock, TinyViT,
 )
 
 CASES = [
@@ -28,6 +29,10 @@ CASES = [
     (lambda: ResNet(), (5, 3, 32, 32)),
     (lambda: ResNet(in_channels=1, blocks_per_stage=2), (5, 1, 8, 8)),
     (lambda: ResNet(widths=(8, 16, 16, 32), num_classes=7), (5, 3, 32, 32)),
+    (lambda: TinyViT(), (5, 1, 8, 8)),
+    (lambda: TinyViT(image_size=16, patch_size=4, in_channels=3, num_classes=4, dim=24, depth=3, num_heads=3,
+                     mlp_ratio=1.5), (5, 3, 16, 16)),
+    (lambda: TinyViT(patch_size=2, num_heads=1, depth=1), (5, 1, 8, 8)),
 ]
 
 
@@ -127,6 +132,17 @@ def test_train_mode_uses_batch_statistics():
         (lambda: SmallCNN(hidden=0), ValueError, "hidden"),
         (lambda: ResNet(blocks_per_stage=0), ValueError, "blocks_per_stage"),
         (lambda: ResNet(widths=(16, -1)), ValueError, "widths"),
+        (lambda: TinyViT(image_size=0), ValueError, "image_size"),
+        (lambda: TinyViT(patch_size=3), ValueError, "patch_size"),
+        (lambda: TinyViT(in_channels=1.0), TypeError, "in_channels"),
+        (lambda: TinyViT(num_classes=0), ValueError, "num_classes"),
+        (lambda: TinyViT(dim=30, num_heads=4), ValueError, "num_heads"),
+        (lambda: TinyViT(depth=0), ValueError, "depth"),
+        (lambda: TinyViT(num_heads=True), TypeError, "num_heads"),
+        (lambda: TinyViT(mlp_ratio=0), ValueError, "mlp_ratio"),
+        (lambda: TinyViT(mlp_ratio="2"), TypeError, "mlp_ratio"),
+        (lambda: MultiHeadSelfAttention(8, 3), ValueError, "num_heads"),
+        (lambda: MultiHeadSelfAttention(8, 2, head_dim=0), ValueError, "head_dim"),
     ],
 )
 def test_bad_arguments(call, exc, name):
@@ -164,4 +180,76 @@ def test_resnet_property_any_widths(widths, blocks, in_channels):
 
 
 def test_module_exports():
-    assert set(models.__all__) >= {"MLP", "SmallCNN", "ResNet", "BasicBlock"}
+    assert set(models.__all__) >= {"MLP", "SmallCNN", "ResNet", "BasicBlock", "TinyViT", "ViTBlock",
+                                   "MultiHeadSelfAttention"}
+
+
+# --- TinyViT -----------------------------------------------------------------------------
+
+def test_tinyvit_names_and_hand_count():
+    model = TinyViT()
+    params = dict(model.named_parameters())
+    assert params["patch_embed.weight"].shape == (32, 1, 4, 4)
+    assert params["cls_token"].shape == (1, 1, 32) and params["pos_embed"].shape == (1, 5, 32)
+    for p in "qkv":
+        assert params[f"blocks.0.attn.{p}.weight"].shape == (32, 32)
+    assert params["blocks.1.attn.proj.weight"].shape == (32, 32)
+    assert params["blocks.0.mlp.fc1.weight"].shape == (64, 32) and params["blocks.0.mlp.fc2.weight"].shape == (32, 64)
+    assert params["head.weight"].shape == (10, 32)
+    attn = model.blocks[0].attn
+    assert (attn.num_heads, attn.head_dim) == (4, 8)
+    block = 2 * 64 + 4 * (32 * 32 + 32) + (32 * 64 + 64) + (64 * 32 + 32)
+    assert count_parameters(model) == (16 * 32 + 32) + 32 + 5 * 32 + 2 * block + 64 + (32 * 10 + 10) == 18_218
+
+
+def reference_attention(attn: MultiHeadSelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """Attention head by head, by the textbook formula: concat_h softmax(q_h k_h^T / sqrt(d)) v_h, then proj."""
+    q, k, v = attn.q(x), attn.k(x), attn.v(x)
+    outs = []
+    for h in range(attn.num_heads):
+        sl = slice(h * attn.head_dim, (h + 1) * attn.head_dim)
+        w = torch.softmax(q[..., sl] @ k[..., sl].transpose(-2, -1) / attn.head_dim ** 0.5, dim=-1)
+        outs.append(w @ v[..., sl])
+    return attn.proj(torch.cat(outs, dim=-1))
+
+
+@pytest.mark.parametrize("dim, heads, head_dim", [(16, 4, None), (12, 3, 5), (8, 1, None), (6, 2, 1)])
+def test_attention_matches_the_per_head_formula(dim, heads, head_dim):
+    torch.manual_seed(0)
+    attn = MultiHeadSelfAttention(dim, heads, head_dim)
+    assert attn.q.out_features == heads * (head_dim or dim // heads) == attn.proj.in_features
+    x = torch.randn(3, 7, dim)
+    torch.testing.assert_close(attn(x), reference_attention(attn, x))
+
+
+def test_vit_block_is_pre_norm_residual_and_branches_can_be_removed():
+    torch.manual_seed(0)
+    block = ViTBlock(16, 4)
+    x = torch.randn(2, 5, 16)
+    y = x + block.attn(block.norm1(x))
+    torch.testing.assert_close(block(x), y + block.mlp(block.norm2(y)))
+    block.mlp = block.norm2 = None
+    torch.testing.assert_close(block(x), y)
+    block.attn = block.norm1 = None
+    assert torch.equal(block(x), x)
+
+
+def test_tinyvit_uses_the_class_token_and_positions():
+    torch.manual_seed(0)
+    model = TinyViT().eval()
+    x = torch.randn(2, 1, 8, 8)
+    out = model(x)
+    with torch.no_grad():
+        model.pos_embed.zero_()
+    assert not torch.allclose(model(x), out)  # positions matter
+    flipped = x.flip(-1)
+    assert not torch.allclose(model(flipped), model(x))
+
+
+def test_tinyvit_learns_digits_in_seconds():
+    from prunekit import data, train
+    train_loader, test_loader = data.digits(batch_size=64)
+    train.set_seed(0)
+    model = TinyViT()
+    train.train(model, train_loader, epochs=3, lr=3e-3, progress=False)
+    assert train.evaluate(model, test_loader) > 0.75  # chance is 0.1
