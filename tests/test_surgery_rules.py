@@ -1,0 +1,222 @@
+"""compact()'s rules for grouped convs, LayerNorm, channels-last tensors, tokens and layer scale.
+
+Small hand-made models with known answers: the exact channels kept, the compacted
+shapes, and equality with ``zero_removed_channels``.
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import prunekit as pk
+from prunekit.surgery import _balance, compact, plan_channels, zero_removed_channels
+
+from helpers import assert_untouched, snapshot
+
+
+def randomise_bn(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+    return model.eval()
+
+
+def mask_rows(model: nn.Module, name: str, rows: list[int]) -> nn.Module:
+    w = dict(model.named_parameters())[name]
+    m = torch.ones_like(w, dtype=torch.bool)
+    m[rows] = False
+    pk.apply_masks(model, {name: m})
+    return model
+
+
+def check(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    snap = snapshot(model)
+    small = compact(model, x[:1])
+    assert_untouched(model, snap)
+    assert pk.count_params(small) < pk.count_params(model)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_removed_channels(model, x[:1])(x), rtol=1e-4, atol=1e-5)
+    return small
+
+
+def kept_of(plan, producer: str) -> list[int]:
+    return next(g["kept"].tolist() for g in plan.groups if producer in g["producers"])
+
+
+# --- grouped convolutions ---------------------------------------------------------------
+
+def grouped(bias: bool = True) -> nn.Module:
+    torch.manual_seed(0)
+    return randomise_bn(nn.Sequential(
+        nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=2, bias=bias), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 3, 1),
+    ))
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_grouped_conv_keeps_its_groups_and_balances_them(bias):
+    model = grouped(bias)
+    mask_rows(model, "0.weight", [0, 1, 5])     # conv group 0 keeps 2 of 4, group 1 keeps 3
+    mask_rows(model, "3.weight", [1, 2, 3, 6])  # rows: group 0 keeps 1, group 1 keeps 3
+    x = torch.randn(2, 4, 5, 5)
+    plan = plan_channels(model, x[:1])
+    # every part keeps as many as the part that keeps most; the lowest removed come back
+    assert kept_of(plan, "0") == [0, 2, 3, 4, 6, 7]
+    assert kept_of(plan, "3") == [0, 1, 2, 4, 5, 7]
+    assert next(g for g in plan.groups if "3" in g["producers"])["partitions"] == [2]
+    small = check(model, x)
+    conv = small[3]
+    assert (conv.in_channels, conv.out_channels, conv.groups) == (6, 6, 2)
+    assert conv.weight.shape == (6, 3, 3, 3)
+    w = model[3].weight  # masked weight: rows 0,1,2 of group 0 read inputs 0,2,3; rows 4,5,7 read 4,6,7
+    assert torch.equal(conv.weight[:3], w[[0, 1, 2]][:, [0, 2, 3]])
+    assert torch.equal(conv.weight[3:], w[[4, 5, 7]][:, [0, 2, 3]])
+    assert small[0].out_channels == small[1].num_features == 6 and small[6].in_channels == 6
+
+
+def test_grouped_conv_equal_masks_remove_exactly_them():
+    model = grouped()
+    mask_rows(model, "0.weight", [1, 6])
+    mask_rows(model, "3.weight", [0, 3, 4, 7])
+    x = torch.randn(2, 4, 5, 5)
+    small = check(model, x)
+    assert (small[3].in_channels, small[3].out_channels, small[3].groups) == (6, 4, 2)
+
+
+def test_grouped_conv_with_one_input_per_group_keeps_what_any_group_keeps():
+    # groups == in_channels but out = 2 * in (a depthwise multiplier): one input per group
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 3, groups=4), nn.ReLU(),
+                          nn.Conv2d(8, 2, 1)).eval()
+    mask_rows(model, "0.weight", [1])  # group 1 would lose its only input: kept, as the others keep 1
+    mask_rows(model, "2.weight", [0, 2, 5])  # rows by group: {1}, {3}, {4}, {6, 7}: max 2 -> nothing goes
+    mask_rows(model, "4.weight", [])
+    small = compact(model, torch.randn(1, 3, 6, 6))
+    assert (small[0].out_channels, small[2].in_channels, small[2].out_channels, small[2].groups) == (4, 4, 8, 4)
+
+
+def test_balance_holds_for_several_group_counts():
+    keep = torch.tensor([1, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0], dtype=torch.bool)
+    _balance(keep, [2, 3])
+    for g in (2, 3):
+        counts = keep.view(g, -1).sum(1)
+        assert (counts == counts[0]).all()
+    keep = torch.tensor([1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0], dtype=torch.bool)
+    _balance(keep, [2, 4])  # nested parts: halves of 3 and 2 -> 3 and 3; then quarters of 1, 2, 1, 2 -> 2 each
+    assert keep.int().tolist() == [1, 1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 0, 1, 0]
+
+
+# --- LayerNorm, channels-last, layer scale -------------------------------------------------
+
+class NeXtBlock(nn.Module):
+    """A ConvNeXt block: depthwise conv, permute to channels-last, LayerNorm, MLP, layer scale."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, c, 2, stride=2)
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.norm = nn.LayerNorm(c)
+        self.fc1, self.act, self.fc2 = nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.rand(c, 1, 1) + 0.5)
+        self.head = nn.Linear(c, 2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.fc2(self.act(self.fc1(self.norm(y)))).permute(0, 3, 1, 2)
+        x = x + self.gamma * y
+        return self.head(x.mean((2, 3)))
+
+
+def test_convnext_block_mlp_hidden_channels_compact():
+    torch.manual_seed(0)
+    model = mask_rows(NeXtBlock().eval(), "fc1.weight", [0, 3, 4, 9, 30])
+    small = check(model, torch.randn(2, 3, 8, 8))
+    assert (small.fc1.out_features, small.fc2.in_features) == (27, 27)
+    assert small.fc2.out_features == small.norm.normalized_shape[0] == small.gamma.shape[0] == 8
+
+
+def test_layernorm_normalised_channels_are_never_removed():
+    torch.manual_seed(0)
+    model = NeXtBlock().eval()
+    mask_rows(model, "stem.weight", [2])
+    mask_rows(model, "fc2.weight", [2])  # every producer of the stream drops channel 2
+    snap = snapshot(model)
+    with pytest.raises(ValueError, match=r"\['stem', 'fc2'\].*'norm'.*LayerNorm.*normalisation over the channels"):
+        compact(model, torch.randn(1, 3, 8, 8))
+    assert_untouched(model, snap)
+
+
+class LayerScaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem, self.conv = nn.Conv2d(3, 6, 1), nn.Conv2d(6, 6, 3, padding=1)
+        self.gamma = nn.Parameter(torch.rand(6, 1, 1) + 0.5)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.gamma * torch.relu(self.conv(x)) / 2
+        return self.head(x.mean((2, 3)))
+
+
+def test_layer_scale_is_sliced_with_its_channels():
+    torch.manual_seed(0)
+    model = LayerScaled().eval()
+    mask_rows(model, "stem.weight", [1, 4])
+    mask_rows(model, "conv.weight", [1, 3, 4])
+    small = check(model, torch.randn(2, 3, 4, 4))
+    assert small.gamma.shape == (4, 1, 1) and isinstance(small.gamma, nn.Parameter)
+    assert torch.equal(small.gamma.flatten(), model.gamma.flatten()[[0, 2, 3, 5]])
+    assert (small.stem.out_channels, small.conv.in_channels, small.conv.out_channels, small.head.in_features) == (4,) * 4
+
+
+# --- tokens: Linear on [N, L, C], reshape, transpose, indexing -----------------------------
+
+class TokenNet(nn.Module):
+    """Patch embedding (conv -> flatten(2) -> transpose), a residual MLP on the tokens, heads on
+    token 0 and on the mean token."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 2, stride=2)
+        self.fc1, self.fc2 = nn.Linear(8, 12), nn.Linear(12, 8)
+        self.head = nn.Linear(8, 3)
+        self.pool_head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)  # [N, L, C]
+        t = t + self.fc2(nn.functional.gelu(self.fc1(t)))
+        return self.head(t[:, 0]) + self.pool_head(t.mean(1))
+
+
+def test_token_mlp_reshape_transpose_and_indexing():
+    torch.manual_seed(0)
+    model = TokenNet().eval()
+    mask_rows(model, "embed.weight", [0, 5, 6])
+    mask_rows(model, "fc2.weight", [0, 2, 6])  # the stream loses 0 and 6 (both producers drop them)
+    mask_rows(model, "fc1.weight", [1, 2, 3, 11])
+    small = check(model, torch.randn(2, 3, 8, 8))
+    assert (small.embed.out_channels, small.fc1.in_features, small.fc2.out_features) == (6, 6, 6)
+    assert (small.head.in_features, small.pool_head.in_features) == (6, 6)
+    assert (small.fc1.out_features, small.fc2.in_features) == (8, 8)
+
+
+def test_linear_over_another_dim_is_a_barrier():
+    class MixTokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.mix, self.head = nn.Conv2d(3, 4, 1), nn.Linear(9, 9), nn.Linear(4 * 9, 2)
+
+        def forward(self, x):  # the Linear mixes the 9 positions of each channel
+            return self.head(self.mix(self.conv(x).flatten(2)).flatten(1))
+
+    model = mask_rows(MixTokens(), "conv.weight", [1])
+    with pytest.raises(ValueError, match="'mix'.*Linear over a dim other than the channels"):
+        compact(model, torch.randn(1, 3, 3, 3))
