@@ -16,8 +16,17 @@ a residual network. Here the decision is taken per group, as in DepGraph (Fang e
   (``scope="layer"``) or over all groups (``scope="global"``), keeping at least one per group;
 * every producer of a group gets the same channel mask.
 
+A group that a **grouped conv** reads or writes (``g`` groups, see
+:mod:`prunekit.surgery`) is pruned part by part: its ``g`` equal consecutive parts each
+keep ``round(kept / g)`` channels (at least one), their best, so the conv keeps its
+group count and :func:`prunekit.compact` removes exactly what was chosen. With
+``round_to=r`` every group keeps a multiple of ``r`` channels: the count removed is
+rounded down (kept rounded up) to the next multiple, and a group smaller than ``r``
+is kept whole; for a grouped-conv group the multiple is of ``lcm(r, g)``.
+
 Channels removed earlier score ``-inf``, so ``sparsity`` is cumulative as in
-:func:`prunekit.prune`, and masks are composed with the existing ones (never un-pruned).
+:func:`prunekit.prune`, and masks are composed with the existing ones (never un-pruned;
+where that leaves fewer channels than a part or ``round_to`` asks for, fewer are kept).
 Groups that cannot be pruned as a unit are left whole: the model's outputs, squeeze-and-
 excitation gates (they follow the channels they gate), groups with a producer outside
 ``include``/``exclude`` or not scored, and groups whose producers' widths differ from the
@@ -26,6 +35,7 @@ group (concatenations).
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import torch
@@ -47,9 +57,16 @@ def group_scores(model: nn.Module, scores: dict[str, torch.Tensor], example_inpu
     Returns ``(scores, members)``, both keyed ``"group<i>"`` (``i`` indexes
     ``plan_channels(model, example_inputs).groups``).
     """
+    out, members, _ = _group_units(model, scores, example_inputs, reduction=reduction, normalise=normalise)
+    return out, members
+
+
+def _group_units(model: nn.Module, scores: dict[str, torch.Tensor], example_inputs, *,
+                 reduction: str | None, normalise: bool) -> tuple[dict, dict, dict]:
+    """:func:`group_scores`, plus per group the number of equal parts its grouped convs need."""
     reduction = check_reduction(reduction, parse_granularity("channel"))
     plan = plan_channels(model, example_inputs)
-    out, members = {}, {}
+    out, members, parts = {}, {}, {}
     for i, g in enumerate(plan.groups):
         if g["fixed"] or g["followers"] or not g["producers"]:
             continue
@@ -59,9 +76,31 @@ def group_scores(model: nn.Module, scores: dict[str, torch.Tensor], example_inpu
         s = sum(channel_scores(scores[n], reduction, normalise) for n in names)
         gone = torch.ones(g["size"], dtype=torch.bool)
         gone[g["kept"]] = False
+        g_parts = math.lcm(*g["partitions"]) if g["partitions"] else 1
+        if g["size"] % g_parts:
+            continue
         out[f"group{i}"] = s.masked_fill(gone.to(s.device), float("-inf"))
         members[f"group{i}"] = names
-    return out, members
+        parts[f"group{i}"] = g_parts
+    return out, members, parts
+
+
+def _regroup(keep: torch.Tensor, scores: torch.Tensor, parts: int, round_to: int | None) -> torch.Tensor:
+    """Re-select the kept channels of one group: ``parts`` equal parts with equal counts,
+    the total a multiple of ``round_to`` (rounded up), the best scores of each part."""
+    n = keep.numel()
+    per = max(1, round(int(keep.sum()) / parts))
+    if round_to is not None:
+        step = math.lcm(round_to, parts)
+        total = n if n < round_to else min(n, math.ceil(per * parts / step) * step)
+        per = total // parts
+    out = torch.zeros(n, dtype=torch.bool)
+    for j, part in enumerate(scores.detach().cpu().double().view(parts, -1)):
+        alive = int(torch.isfinite(part).sum()) if part.numel() else 0
+        k = min(per, max(alive, 1))  # never un-prune (but a part keeps one channel)
+        best = torch.sort(part, descending=True, stable=True).indices[:k]
+        out[j * part.numel() + best] = True
+    return out.to(keep.device)
 
 
 def prune_groups(
@@ -75,13 +114,16 @@ def prune_groups(
     include: Iterable[str] | str | None = None,
     exclude: Iterable[str] | str | None = None,
     reduction: str | None = None,
+    round_to: int | None = None,
     **criterion_kwargs,
 ) -> dict[str, torch.Tensor]:
     """Remove ``sparsity`` of the channels of every coupled group (see the module docstring).
 
     Returns the masks applied (full parameter shapes, whole rows False). After it,
     :func:`prunekit.compact` removes exactly the channels chosen here. Every argument is
-    validated, and the model traced, before anything is changed.
+    validated, and the model traced, before anything is changed. ``round_to=r``: every
+    group keeps a multiple of ``r`` channels (fewer removed; a group smaller than ``r``
+    keeps all), e.g. ``8`` to try SIMD-friendly widths.
 
     >>> import torch, prunekit as pk
     >>> net = pk.models.ResNet(widths=(8, 16))
@@ -94,14 +136,19 @@ def prune_groups(
     check_sparsity(sparsity)
     check_scope(scope)
     get_criterion(criterion)
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"round_to must be None or a positive int, got {round_to!r}")
     targets = {t.name: t for t in find_targets(model, include=include, exclude=exclude)}
     scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)
-    units, members = group_scores(model, scores, example_inputs, reduction=reduction,
-                                  normalise=scope == "global")
+    units, members, parts = _group_units(model, scores, example_inputs, reduction=reduction,
+                                         normalise=scope == "global")
     if not units:
         raise ValueError("no channel group of the model can be pruned as a unit "
                          "(check include/exclude: every producer of a group must be prunable)")
     keep = allocate(units, sparsity, scope, min_keep=1)
+    for key in keep:
+        if parts[key] > 1 or round_to is not None:
+            keep[key] = _regroup(keep[key], units[key], parts[key], round_to)
     masks = {}
     for key, names in members.items():
         for n in names:

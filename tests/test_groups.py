@@ -114,3 +114,64 @@ def test_bad_arguments_leave_the_model_untouched():
     with pytest.raises(TypeError, match="example_inputs"):
         prune_groups(net, 0.5, [1, 2])
     assert_untouched(net, snap)
+
+
+@pytest.mark.parametrize("sparsity, round_to, widths, kept", [
+    (0.5, 8, (8, 16, 24), {8: 8, 16: 8, 24: 16}),     # 8 - 4 -> 8, 16 - 8 -> 8, 24 - 12 = 12 -> 16
+    (0.25, 4, (8, 16, 24), {8: 8, 16: 12, 24: 20}),   # 6 -> 8, 12 -> 12, 18 -> 20
+    (0.75, 8, (4, 12, 24), {4: 4, 12: 8, 24: 8}),     # smaller than 8: kept whole; 3 -> 8; 6 -> 8
+    (0.5, 1, (8, 16, 24), {8: 4, 16: 8, 24: 12}),     # round_to=1 changes nothing
+])
+def test_round_to_keeps_multiples(sparsity, round_to, widths, kept):
+    torch.manual_seed(0)
+    net = pk.models.ResNet(widths=widths, blocks_per_stage=2).eval()
+    prune_groups(net, sparsity, X, exclude="fc.weight", round_to=round_to)
+    plan = plan_channels(net, X)
+    for g in plan.groups:
+        if not g["fixed"]:
+            assert len(g["kept"]) == kept[g["size"]], g["producers"]
+    small = pk.compact(net, X)
+    assert small.layer3[1].conv2.out_channels == small.fc.in_features == kept[widths[2]]
+    torch.testing.assert_close(small(X), pk.zero_removed_channels(net, X)(X), rtol=1e-4, atol=1e-5)
+
+
+def test_round_to_is_validated():
+    net = resnet()
+    snap = snapshot(net)
+    for bad in (0, -8, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="round_to"):
+            prune_groups(net, 0.5, X, exclude="fc.weight", round_to=bad)
+    assert_untouched(net, snap)
+
+
+def grouped_net():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 12, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 3),
+    ).eval()
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_grouped_conv_groups_are_pruned_part_by_part(scope):
+    net = grouped_net()
+    x = torch.randn(2, 3, 6, 6)
+    masks = prune_groups(net, 0.5, x, scope=scope, exclude="8.weight")
+    rows = masks["3.weight"].reshape(12, -1).any(1).view(4, 3).sum(1).tolist()
+    cols = masks["0.weight"].reshape(8, -1).any(1).view(4, 2).sum(1).tolist()
+    assert len(set(rows)) == len(set(cols)) == 1  # every conv group keeps as many as the others
+    if scope == "layer":
+        assert rows == [2, 2, 2, 2] and cols == [1, 1, 1, 1]  # round(6 / 4) = 2 of 3; 4 / 4 = 1 of 2
+    small = pk.compact(net, x)
+    assert (small[3].in_channels, small[3].out_channels, small[3].groups) == (sum(cols), sum(rows), 4)
+    assert pk.count_params(small) < pk.count_params(net)
+    torch.testing.assert_close(small(x), pk.zero_removed_channels(net, x)(x), rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_conv_with_round_to():
+    net = grouped_net()
+    x = torch.randn(2, 3, 6, 6)
+    prune_groups(net, 0.5, x, exclude="8.weight", round_to=8)  # lcm(8, 4) = 8: 12 -> 8 (2 per group)
+    small = pk.compact(net, x)
+    assert (small[3].in_channels, small[3].out_channels) == (8, 8)  # 8 channels: kept whole
