@@ -80,11 +80,12 @@ def test_cumulative_and_never_unprunes():
             assert len(g["kept"]) == g["size"] - round(0.5 * g["size"])
 
 
-def test_same_widths_as_torch_pruning_on_resnet18():
+@pytest.mark.parametrize("name", ["resnet18", "regnet_y_400mf"])  # regnet: grouped convs (width 8) and SE
+def test_same_widths_as_torch_pruning(name):
     torchvision = pytest.importorskip("torchvision")
     tp = pytest.importorskip("torch_pruning")
     torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None).eval()
+    model = getattr(torchvision.models, name)(weights=None).eval()
     x = torch.randn(1, 3, 64, 64)
     theirs = copy.deepcopy(model)
     pruner = tp.pruner.MagnitudePruner(theirs, x, importance=tp.importance.MagnitudeImportance(p=2),
@@ -93,8 +94,8 @@ def test_same_widths_as_torch_pruning_on_resnet18():
     ours = copy.deepcopy(model)
     prune_groups(ours, 0.5, x, exclude="fc.weight")
     ours = pk.compact(ours, x)
-    widths = lambda m: {n: mod.weight.shape for n, mod in m.named_modules()  # noqa: E731
-                        if isinstance(mod, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))}
+    widths = lambda m: {n: (mod.weight.shape, getattr(mod, "groups", 1))  # noqa: E731
+                        for n, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))}
     assert widths(ours) == widths(theirs)
     assert pk.count_params(ours) == pk.count_params(theirs)
 
