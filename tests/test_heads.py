@@ -11,7 +11,7 @@ import hypothesis.strategies as st
 import pytest
 import torch
 import torchvision
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from torch import nn
 
 import prunekit as pk
@@ -132,9 +132,11 @@ def masked_heads(masks, model):
 configs = st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3)), min_size=1, max_size=3)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(configs=configs, sparsity=st.floats(0, 0.999), scope=st.sampled_from(["layer", "global"]),
        tied=st.booleans(), biases=st.booleans(), seed=st.integers(0, 2 ** 16))
+@example(configs=[(1, 2, 2), (1, 3, 1)], sparsity=0.5, scope="global", tied=False, biases=False, seed=0)
+@example(configs=[(4, 4, 3), (1, 3, 1)], sparsity=0.5, scope="global", tied=False, biases=True, seed=0)
 def test_head_masks_match_reference(configs, sparsity, scope, tied, biases, seed):
     model = Attentions(configs)
     g = torch.Generator().manual_seed(seed)
@@ -180,6 +182,17 @@ def test_global_keeps_one_head_per_module_and_ranks_across_modules():
     assert set(range(4)) - gone["blocks.0.attn"] == {int(block0.argmax())}  # its best head stays
     block1 = pk.attention.head_scores(find_heads(vit)[1], scores, "l2")
     assert gone["blocks.1.attn"] == {int(block1.argmin())}
+
+
+def test_global_head_scores_are_normalised_by_head_size():
+    """Module 0 has small heads scoring 1 everywhere, module 1 big heads scoring 0.5: by RMS module 1's
+    heads are weaker (3 of them go, one stays); a raw L2 norm would favour the big heads instead."""
+    model = Attentions([(4, 4, 1), (8, 4, 4)])
+    scores = {n: torch.full(p.shape, 1.0 if n.startswith("attns.0") else 0.5) for n, p in model.named_parameters()}
+    gone = masked_heads(pk.make_masks(scores, 0.5, "head", "global", shapes=model), model)
+    assert gone == {"attns.0": {0}, "attns.1": {0, 1, 2}}
+    raw = [pk.attention.head_scores(a, scores, "l2")[0].item() for a in find_heads(model)]
+    assert raw[0] < raw[1]  # sqrt(19) * 1 < sqrt(140) * 0.5
 
 
 def test_torch_mha_head_slices():
