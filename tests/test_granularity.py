@@ -101,6 +101,7 @@ def block_reference(scores: dict, r: int, c: int, sparsity: float, scope: str) -
 @pytest.mark.parametrize("name, canonical", [
     ("unstructured", "unstructured"), ("Channel", "channel"), ("2:4", "2:4"), (" 1:4 ", "1:4"),
     ("4:8", "4:8"), ("BLOCK:4X4", "block:4x4"), ("block:1x4", "block:1x4"), ("pattern", "pattern"),
+    ("Head", "head"), (" layer", "layer"),
 ])
 def test_granularity_names(name, canonical):
     assert pk.granularity.check_granularity(name) == canonical
@@ -109,7 +110,7 @@ def test_granularity_names(name, canonical):
 @pytest.mark.parametrize("name, words", [
     ("5:4", ["N=5", "M=4"]), ("0:4", ["1 <= N <= M-1"]), ("4:4", ["N=4"]), ("block:0x4", ["R=0"]),
     ("block:4x0", ["C=0"]), ("nope", ["unknown", "unstructured", "2:4"]), ("block4x4", ["unknown"]),
-    ("head", ["not implemented yet", "chapter 2", "channel"]), ("layer", ["not implemented yet", "pattern"]),
+    ("heads", ["unknown", "head", "layer"]),
 ])
 def test_bad_granularity_names(name, words):
     with pytest.raises(ValueError) as info:
@@ -117,6 +118,34 @@ def test_bad_granularity_names(name, words):
     for w in words:
         assert w in str(info.value)
     assert "granularity" in str(info.value)
+
+
+def test_every_granularity_is_implemented_and_listed():
+    assert pk.granularity.PLANNED == ()
+    for name in ("unstructured", "channel", "head", "layer", "pattern"):
+        assert any(g.startswith(name) for g in pk.granularity.GRANULARITIES)
+        assert pk.granularity.parse_granularity(name).kind in pk.granularity.SCOPES_SUPPORTED
+
+
+@pytest.mark.parametrize("granularity", ["head", "layer"])
+def test_model_unit_granularities_need_the_model(granularity):
+    with pytest.raises(ValueError, match=f"granularity '{granularity}'.*shapes=model"):
+        pk.make_masks({"w": torch.rand(8, 8)}, 0.5, granularity=granularity)
+    with pytest.raises(ValueError, match="shapes=model"):
+        pk.make_masks({"w": torch.rand(8, 8)}, 0.5, granularity=granularity, shapes={"w": (8, 8)})
+
+
+@pytest.mark.parametrize("granularity, scope, ok", [
+    ("head", "layer", True), ("head", "global", True), ("layer", "global", True), ("layer", "layer", False),
+])
+def test_scopes_supported(granularity, scope, ok):
+    model = pk.models.TinyViT(depth=1)
+    scores = magnitude(model)
+    if ok:
+        assert pk.make_masks(scores, 0.5, granularity, scope, shapes=model)
+    else:
+        with pytest.raises(ValueError, match="scope must be 'global', got scope='layer'"):
+            pk.make_masks(scores, 0.5, granularity, scope, shapes=model)
 
 
 def test_bad_reduction():
@@ -567,7 +596,8 @@ def test_prune_never_unprunes_and_is_repeatable(granularity, sparsity):
     ("pattern", 0.3, ValueError, ["5/9"]),
     ("2:4", 0.6, ValueError, ["1 - N/M", "0.6"]),
     ("filters", 0.5, ValueError, ["unknown granularity", "unstructured"]),
-    ("head", 0.5, ValueError, ["not implemented yet"]),
+    ("head", 0.5, ValueError, ["granularity 'head'"]),  # nm_cnn has no attention heads
+    ("layer", 0.5, ValueError, ["granularity 'layer'"]),  # ... and no residual blocks
     ("channel", None, TypeError, ["sparsity"]),
     ("channel", 1.0, ValueError, ["sparsity"]),
 ])
