@@ -18,7 +18,12 @@ change (Cheng et al. 2024, Sec. 4). One module per family:
 * :mod:`.activation` — ``apoz``, ``mean_activation``, ``hrank``: statistics of the
   post-ReLU feature maps of each channel;
 * :mod:`.bn_scale` — ``bn_scale``: |gamma| of the BatchNorm after a layer (Network Slimming);
-* :mod:`.loss_change` — ``loss_change``: the measured loss increase when a channel is zeroed.
+* :mod:`.loss_change` — ``loss_change``: the measured loss increase when a channel is zeroed;
+* :mod:`.reconstruction` — ``thinet``, ``lasso_channel`` (channels) and ``obs`` (weights): the
+  next layer's (or the layer's own) output reconstructed on data (ThiNet, He et al. 2017, OBS),
+  with :func:`~prunekit.criteria.reconstruction.thinet_prune`,
+  :func:`~prunekit.criteria.reconstruction.lasso_channel_prune` and
+  :func:`~prunekit.criteria.reconstruction.obs_prune_layer` that also re-fit the kept weights.
 
 Common conventions (all criteria):
 
@@ -156,6 +161,7 @@ def score(
 from . import _common  # noqa: E402
 from . import magnitude as _magnitude  # noqa: E402,F401  (registers "magnitude", "random")
 from . import norm, sensitivity, movement, synflow, activation, bn_scale, loss_change  # noqa: E402,F401
+from . import reconstruction  # noqa: E402,F401  (registers "thinet", "lasso_channel", "obs")
 
 __all__ = ["Criterion", "available", "get", "register", "score", "activation", "bn_scale", "loss_change",
-           "movement", "norm", "sensitivity", "synflow"]
+           "movement", "norm", "reconstruction", "sensitivity", "synflow"]
