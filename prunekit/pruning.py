@@ -93,7 +93,8 @@ def make_masks(
       model, so they need ``shapes=model``; their masks cover every parameter of a
       removed unit, also parameters that were not scored, and ignore scored
       parameters outside any unit.
-    * ``sparsity`` -- the fraction of units removed: weights, channels or tiles.
+    * ``sparsity`` -- the fraction of units removed: weights, channels, tiles, heads or
+      blocks.
       Exactly ``round(sparsity * n)`` units go, per tensor (``scope="layer"``) or over
       all tensors (``scope="global"``); see :mod:`prunekit.allocation` for the tie rule
       and the at-least-one-channel rule. N:M fixes it at ``1 - N/M`` (pass ``None`` or
