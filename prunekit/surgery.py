@@ -266,8 +266,8 @@ def _construct(node: fx.Node, modules: dict) -> str:
 class _Tracer:
     """Walks the fx graph and builds channel spaces (union-find).
 
-    A tensor's channel dim is described by a list of *segments* ``(space, repeat)``, one
-    per concatenated part: a segment covers ``size * repeat`` consecutive channels
+    A tensor's channel dim is described by a list of *segments* ``(space, repeat, idx)``,
+    one per concatenated part: a segment covers ``size * repeat`` consecutive channels
     (features), channel ``c`` of the space being the ``repeat`` features from ``c * repeat``.
     """
 
@@ -284,6 +284,13 @@ class _Tracer:
         self.consts: set[fx.Node] = set()  # parameters/buffers (get_attr) and what is computed from them only
         self.attr_in: dict[str, tuple[int, list]] = {}  # per-channel parameter -> (its channel dim, segments)
         self.grouped: dict[str, int] = {}  # grouped (not depthwise) conv -> groups
+        self.multi: dict[fx.Node, list] = {}  # chunk/split along the channels -> segments of each part
+        # a channel dim split into several dims (a shuffle's view): node -> (segments, P, dims), P holding
+        # the original channel position at each index of the split dims ``dims`` (ascending)
+        self.factored: dict[fx.Node, tuple[list, torch.Tensor, list[int]]] = {}
+        self.ties: list[list[tuple[int, int]]] = []  # (space, channel)s a shuffle keeps or removes together
+        self.chunks: list[list[list[tuple[int, int]]]] = []  # a chunk's parts: each must keep as many
+        self.pins: list[tuple[int, int]] = []  # (space, channel)s a constant slice needs where they are
         self.follows: list[tuple[int, int, str]] = []  # (gate space, data space, where): gate keeps data's channels
 
     # --- union-find -------------------------------------------------------------
@@ -326,7 +333,7 @@ class _Tracer:
         shape = self.shape(node)
         if shape is None:
             return None
-        return [(self.new(shape[1] if len(shape) >= 2 else 0, fixed=True), 1)]
+        return [(self.new(shape[1] if len(shape) >= 2 else 0, fixed=True), 1, None)]
 
     def cd(self, node: fx.Node) -> int:
         """The channel dim of ``node``'s tensor (1 unless a permute or a Linear moved it)."""
@@ -335,7 +342,7 @@ class _Tracer:
     def barrier(self, node: fx.Node, inputs, why: str | None = None, output: bool = True) -> list | None:
         what = f"{_describe(node, self.modules)}: {why or _construct(node, self.modules)}"
         for a in inputs:
-            for sid, _ in self.info.get(a) or []:
+            for sid, *_ in self.info.get(a) or []:
                 self.space(sid).barriers.append(what)
         if not output:
             return None
@@ -354,19 +361,46 @@ class _Tracer:
 
     def unit(self, node: fx.Node) -> bool:
         """Whether every segment of ``node`` is one channel per space channel (no flatten)."""
-        return all(rep == 1 for _, rep in self.info[node])
+        return all(rep == 1 for _, rep, _ in self.info[node])
+
+    def whole(self, node: fx.Node) -> bool:
+        """Whether every segment of ``node`` is a whole space in its own order (no shuffle/split)."""
+        return all(idx is None for *_, idx in self.info[node])
 
     def same_channels(self, a: fx.Node, b: fx.Node) -> bool:
         """Whether ``a`` and ``b`` lay out their channels alike (same dim, segment sizes, repeats)."""
         ia, ib = self.info[a], self.info[b]
-        return (self.cd(a) == self.cd(b) and len(ia) == len(ib)
+        return (self.cd(a) == self.cd(b) and len(ia) == len(ib) and self.whole(a) and self.whole(b)
                 and all(ra == rb and self.space(sa).size == self.space(sb).size
-                        for (sa, ra), (sb, rb) in zip(ia, ib)))
+                        for (sa, ra, _), (sb, rb, _) in zip(ia, ib)))
 
     def merge(self, node: fx.Node, a: fx.Node, b: fx.Node) -> list:
         where = _describe(node, self.modules)
         self.cdim[node] = self.cd(a)
-        return [(self.union(sa, sb, where), ra) for (sa, ra), (sb, _) in zip(self.info[a], self.info[b])]
+        return [(self.union(sa, sb, where), ra, None) for (sa, ra, _), (sb, _, _) in zip(self.info[a], self.info[b])]
+
+    # --- channel positions: shuffles, splits, slices ---------------------------------------
+    def positions(self, segs: list) -> list[tuple[int, int]]:
+        """``(space, channel)`` at each channel position (segments of repeat 1)."""
+        out = []
+        for sid, _, idx in segs:
+            chans = range(self.space(sid).size) if idx is None else idx.tolist()
+            out.extend((sid, c) for c in chans)
+        return out
+
+    def segments(self, pos: list[tuple[int, int]]) -> list:
+        """The inverse of :meth:`positions`: runs of one space become one segment."""
+        out = []
+        for sid, c in pos:
+            if out and out[-1][0] == sid:
+                out[-1][1].append(c)
+            else:
+                out.append((sid, [c]))
+        segs = []
+        for sid, chans in out:
+            whole = chans == list(range(self.space(sid).size))
+            segs.append((sid, 1, None if whole else torch.tensor(chans, dtype=torch.long)))
+        return segs
 
     # --- the walk -----------------------------------------------------------------
     def run(self) -> None:
@@ -424,7 +458,8 @@ class _Tracer:
         if sa is None or sb is None or len(sa) < 2 or sa[:2] != sb[:2] or self.cd(a) != 1 or self.cd(b) != 1:
             return None
         ia, ib = self.info[a], self.info[b]
-        if len(ia) != len(ib) or any(ra != 1 or rb != 1 for (_, ra), (_, rb) in zip(ia, ib)):
+        if (len(ia) != len(ib) or not self.whole(a) or not self.whole(b)
+                or any(ra != 1 or rb != 1 for (_, ra, _), (_, rb, _) in zip(ia, ib))):
             return None
         if b in self.gates and a not in self.gates and sa == so:
             data, gate = ia, ib
@@ -432,19 +467,19 @@ class _Tracer:
             data, gate = ib, ia
         elif a not in self.gates and b not in self.gates and sa == sb:
             where = _describe(node, self.modules)
-            return [(self.union(x, y, where), 1) for (x, _), (y, _) in zip(ia, ib)]
+            return [(self.union(x, y, where), 1, None) for (x, *_), (y, *_) in zip(ia, ib)]
         else:
             return None
         where = _describe(node, self.modules)
         out = []
-        for (d, _), (g, _) in zip(data, gate):
+        for (d, *_), (g, *_) in zip(data, gate):
             if self.find(d) == self.find(g):  # x * sigmoid(x): nothing to couple
-                out.append((d, 1))
+                out.append((d, 1, None))
                 continue
             if self.space(g).fixed or self.space(d).size != self.space(g).size:
                 return None
             self.follows.append((g, d, where))
-            out.append((d, 1))
+            out.append((d, 1, None))
         return out
 
     def scaled(self, node: fx.Node, x: fx.Node, c: fx.Node) -> list | None:
@@ -481,7 +516,7 @@ class _Tracer:
         self.cdim[node] = d
         return self.info[src]
 
-    def reshape(self, node: fx.Node, src: fx.Node) -> list | None:
+    def reshape(self, node: fx.Node, src: fx.Node, quiet: bool = False) -> list | None:
         """A reshape that keeps the channel dim (only dims before or after it are merged/split).
 
         ``[N, C, H, W] -> [N, C * H * W]`` maps channel ``c`` to ``H*W`` consecutive
@@ -502,8 +537,8 @@ class _Tracer:
         if d >= 1 and len(so) == d + 1 and so[:d] == si[:d] and so[d] == math.prod(si[d:]):
             hw = math.prod(si[d + 1:])  # the channels and everything after them flattened
             self.cdim[node] = d
-            return [(sid, rep * hw) for sid, rep in self.info[src]]
-        return self.barrier(node, [src])
+            return [(sid, rep * hw, idx) for sid, rep, idx in self.info[src]]
+        return None if quiet else self.barrier(node, [src])
 
     def permute(self, node: fx.Node, src: fx.Node) -> list | None:
         """``permute``/``transpose``: the channels move to another dim."""
@@ -535,13 +570,109 @@ class _Tracer:
         si, so = self.shape(src), self.shape(node)
         if any(not isinstance(i, (int, slice)) for i in idx) or len(idx) > len(si):
             return self.barrier(node, [src])
-        if d < len(idx) and idx[d] != slice(None):
-            return self.barrier(node, [src])
         new = d - sum(isinstance(i, int) for i in idx[:d])
-        if so is None or new >= len(so) or so[new] != si[d]:
+        out = self.info[src]
+        if d < len(idx) and idx[d] != slice(None):  # a slice of the channels: x[:, a:b]
+            c = idx[d]
+            if (not isinstance(c, slice) or not self.unit(src)
+                    or not all(v is None or isinstance(v, int) for v in (c.start, c.stop, c.step))):
+                return self.barrier(node, [src])
+            pos = self.positions(out)
+            out = self.segments(pos[c])
+            # the bounds are constants: the compacted model slices at the same positions, so the
+            # channels before the last one read keep their places (pinned: never removed)
+            last = max(range(len(pos))[c], default=-1)
+            self.pins.extend(pos[:last + 1])
+        if so is None or new >= len(so) or so[new] != sum(self.space(sid).size if i is None else len(i)
+                                                         for sid, _, i in out):
             return self.barrier(node, [src])
         self.cdim[node] = new
+        return out
+
+    def split(self, node: fx.Node, src: fx.Node) -> list | None:
+        """``chunk(n)`` along the channels: each part gets its positions' channels. The
+        compacted model chunks its own channels into ``n`` equal parts, so every part must
+        keep as many channels as the others (``split`` with sizes given is unsupported)."""
+        dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+        tms = node.meta.get("tensor_meta")
+        d = self.cd(src)
+        name = getattr(node.target, "__name__", node.target)
+        if (name != "chunk" or not isinstance(dim, int) or dim % len(self.shape(src)) != d or not self.unit(src)
+                or not all(isinstance(t, TensorMetadata) and t.shape[d] == tms[0].shape[d] for t in tms)):
+            return self.barrier(node, [src])
+        pos, parts, start = self.positions(self.info[src]), [], 0
+        for t in tms:
+            parts.append(self.segments(pos[start:start + t.shape[d]]))
+            start += t.shape[d]
+        self.chunks.append([pos[i * tms[0].shape[d]:(i + 1) * tms[0].shape[d]] for i in range(len(tms))])
+        self.multi[node] = parts
+        self.cdim[node] = d
         return self.info[src]
+
+    def unflatten(self, node: fx.Node, src: fx.Node) -> list | None:
+        """A view that splits the channel dim into several (``[N, C, H, W] -> [N, g, C/g, H, W]``),
+        or merges such split dims back into one channel dim, in their current order."""
+        si, so = list(self.shape(src)), list(self.shape(node))
+        if src in self.factored:
+            segs, P, dims = self.factored[src]
+            d0, k = dims[0], len(dims)
+            if (dims == list(range(d0, d0 + k)) and so[:d0] == si[:d0] and len(so) == len(si) - k + 1
+                    and so[d0] == P.numel() and so[d0 + 1:] == si[d0 + k:]):
+                pos = self.positions(segs)
+                self.cdim[node] = d0
+                return self.segments([pos[i] for i in P.flatten().tolist()])
+            return self.barrier(node, [src])
+        d = self.cd(src)
+        k = len(so) - len(si) + 1
+        sizes = list(node.args[1:])
+        if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+            sizes = list(sizes[0])
+        if (k < 2 or so[:d] != si[:d] or math.prod(so[d:d + k]) != si[d] or so[d + k:] != si[d + 1:]
+                or not self.unit(src) or len(sizes) != len(so)):
+            return self.barrier(node, [src])
+        # The compacted model must be able to view its channels the same way: the factors given
+        # as constants (a shuffle's ``groups``) stay, so exactly one factor may shrink -- the
+        # channels that share its index are kept or removed together (a tie).
+        dynamic = [a for a in range(k) if not isinstance(sizes[d + a], int) or sizes[d + a] == -1]
+        if len(dynamic) != 1:
+            return self.barrier(node, [src], "a view that splits the channels with no single size "
+                                "computed at run time (e.g. a channel shuffle with hard-coded sizes)")
+        P = torch.arange(si[d]).view(so[d:d + k])
+        pos = self.positions(self.info[src])
+        for j in range(so[d + dynamic[0]]):
+            tie = P.select(dynamic[0], j).flatten().tolist()
+            if len(tie) > 1:
+                self.ties.append([pos[i] for i in tie])
+        self.factored[node] = (self.info[src], P, list(range(d, d + k)))
+        return self.info[src]
+
+    def refactor(self, node: fx.Node, src: fx.Node) -> list | None:
+        """``permute``/``transpose``/``contiguous`` of a tensor whose channel dim is split."""
+        segs, P, dims = self.factored[src]
+        name = getattr(node.target, "__name__", node.target)
+        if name in ("contiguous", "clone", "detach"):
+            self.factored[node] = self.factored[src]
+            return segs
+        n = len(self.shape(src))
+        rest = list(node.args[1:])
+        if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+            rest = list(rest[0])
+        if not rest or not all(isinstance(r, int) for r in rest):
+            return self.barrier(node, [src])
+        if name == "permute":
+            perm = [r % n for r in rest]
+        elif len(rest) == 2:
+            perm = list(range(n))
+            a, b = (r % n for r in rest)
+            perm[a], perm[b] = b, a
+        else:
+            return self.barrier(node, [src])
+        if sorted(perm) != list(range(n)):
+            return self.barrier(node, [src])
+        new = [perm.index(dd) for dd in dims]  # where each axis of P goes
+        order = sorted(range(len(dims)), key=lambda a: new[a])
+        self.factored[node] = (segs, P.permute(order), sorted(new))
+        return segs
 
     def norm(self, node: fx.Node, src: fx.Node) -> list:
         """LayerNorm/GroupNorm/RMSNorm: they normalise across the channels, so a removed
@@ -556,11 +687,11 @@ class _Tracer:
     def producer(self, name: str, size: int) -> list:
         out = self.new(size)
         self.space(out).producers.append(name)
-        self.module_out[name] = [(out, 1)]
-        return [(out, 1)]
+        self.module_out[name] = [(out, 1, None)]
+        return [(out, 1, None)]
 
     def consumer(self, name: str, src: fx.Node) -> None:
-        for sid, rep in self.info[src]:
+        for sid, rep, _ in self.info[src]:
             self.space(sid).consumers.append((name, rep))
         self.module_in[name] = self.info[src]
 
@@ -572,7 +703,7 @@ class _Tracer:
             return self.fresh_for(node)
         if node.op == "output":
             for a in self.tensor_args(node):
-                for sid, _ in self.info[a]:
+                for sid, *_ in self.info[a]:
                     self.space(sid).fixed = True
             return None
         args = self.tensor_args(node)
@@ -582,6 +713,25 @@ class _Tracer:
         if args and all(a in self.consts for a in args) and node.op != "call_module":
             self.consts.add(node)  # computed from parameters only (e.g. a class token expanded)
             return self.fresh_for(node) if isinstance(tm, TensorMetadata) else None
+        t, fn = node.target, node.op == "call_function"
+        first = node.args[0] if node.args else None
+        special = [a for a in args if a in self.multi or a in self.factored]
+        if special:  # parts of a chunk/split, or a channel dim split in several (a shuffle)
+            src = special[0]
+            if len(args) == 1 and first is src and src in self.multi and fn and t is operator.getitem \
+                    and isinstance(node.args[1], int):
+                self.cdim[node] = self.cd(src)
+                return self.multi[src][node.args[1]]
+            if len(args) == 1 and first is src and src in self.factored:
+                if (fn and t in _FLATTEN) or (not fn and t in _RESHAPE_METHODS):
+                    return self.unflatten(node, src)
+                if (fn and t in _PERMUTE) or (not fn and t in (_PERMUTE_METHODS | {"contiguous", "clone", "detach"})):
+                    return self.refactor(node, src)
+            return self.barrier(node, args, "an operation on split channels compact has no rule for"
+                                if src in self.factored else None)
+        if ((fn and t in (torch.chunk, torch.split, torch.tensor_split)) or (not fn and t in ("chunk", "split"))) \
+                and len(args) == 1 and first is args[0] and isinstance(tm, (tuple, list)):
+            return self.split(node, args[0])
         if not isinstance(tm, TensorMetadata):  # several tensors out (split, chunk, ...)
             return self.barrier(node, args)
         first = node.args[0] if node.args else None
@@ -601,12 +751,13 @@ class _Tracer:
                     self.consumer(node.target, src)
                     return self.producer(node.target, m.out_channels)
                 if m.groups == m.in_channels == m.out_channels:
-                    for sid, _ in self.info[src]:
+                    for sid, *_ in self.info[src]:
                         self.space(sid).depthwise.append(node.target)
                     self.module_out[node.target] = self.info[src]
                     return self.info[src]
-                if len(self.info[src]) != 1:
-                    return self.barrier(node, args, f"grouped convolution (groups={m.groups}) on a concatenation")
+                if len(self.info[src]) != 1 or not self.whole(src):
+                    return self.barrier(node, args, f"grouped convolution (groups={m.groups}) on a concatenation "
+                                        "or on shuffled/split channels")
                 # grouped conv: input and output are separate spaces, each split into ``groups``
                 # equal parts that must keep equal counts (see the module docstring)
                 self.consumer(node.target, src)
@@ -628,7 +779,7 @@ class _Tracer:
             if isinstance(m, _BN):
                 if not self.unit(src) or self.cd(src) != 1:
                     return self.barrier(node, args)
-                for sid, _ in self.info[src]:
+                for sid, *_ in self.info[src]:
                     self.space(sid).bns.append(node.target)
                 self.bn_in[node.target] = self.info[src]
                 return self.passthrough(node, src, spatial=True)
@@ -657,7 +808,8 @@ class _Tracer:
                     return self.passthrough(node, args[0], spatial=fn and t in _SPATIAL_FUNCTIONS)
             elif (fn and t in _FLATTEN) or (not fn and t in _RESHAPE_METHODS):
                 if len(args) == 1 and first is args[0]:
-                    return self.reshape(node, args[0])
+                    out = self.reshape(node, args[0], quiet=True)
+                    return out if out is not None else self.unflatten(node, args[0])
             elif (fn and t in _PERMUTE) or (not fn and t in _PERMUTE_METHODS):
                 if len(args) == 1 and first is args[0]:
                     return self.permute(node, args[0])
@@ -790,6 +942,37 @@ def _balance(keep: torch.Tensor, partitions: list[int]) -> None:
                     changed = True
 
 
+def _settle(keeps: dict[int, torch.Tensor], spaces: list, ties: list, chunks: list) -> None:
+    """Keep more channels (in place) until every space is balanced over its grouped convs'
+    parts, every tie (channels a channel shuffle moves together) is kept whole or not at
+    all, and the parts of every ``chunk`` keep equal counts (the lowest removed positions of
+    a part come back). Channels of spaces without a vote (the inputs) count as kept."""
+    changed = True
+    while changed:
+        changed = False
+        for i, keep in keeps.items():
+            before = int(keep.sum())
+            _balance(keep, spaces[i].partitions)
+            changed |= int(keep.sum()) != before
+        for tie in ties:
+            states = [keeps[sid][c] if sid in keeps else True for sid, c in tie]
+            if any(states) and not all(states):
+                for sid, c in tie:
+                    if sid in keeps:
+                        keeps[sid][c] = True
+                changed = True
+        for parts in chunks:
+            states = [[bool(keeps[sid][c]) if sid in keeps else True for sid, c in part] for part in parts]
+            target = max(sum(st) for st in states)
+            for part, st in zip(parts, states):
+                missing = target - sum(st)
+                for (sid, c), kept in zip(part, st):
+                    if missing > 0 and not kept:
+                        keeps[sid][c] = True
+                        missing -= 1
+                        changed = True
+
+
 def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
     """Trace ``model`` (masks still applied) and decide the kept channels of every group."""
     gm, modules = _trace(model, example_inputs)
@@ -809,25 +992,27 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
                 "a squeeze-and-excitation gate must feed only its product gate * x"
             )
         leader[g] = (d, where)
-    for i in sorted(range(len(tr.spaces)), key=lambda j: tr.find(j) in leader):
-        if tr.find(i) != i:
-            continue
+    roots = [i for i in sorted(range(len(tr.spaces)), key=lambda j: tr.find(j) in leader) if tr.find(i) == i
+             and any((tr.spaces[i].producers, tr.spaces[i].consumers, tr.spaces[i].bns, tr.spaces[i].depthwise))]
+    keeps: dict[int, torch.Tensor] = {}
+    for i in roots:  # the vote: the union of what the producers keep
         s = tr.spaces[i]
-        if not (s.producers or s.consumers or s.bns or s.depthwise):
+        if i in leader:
             continue
         keep = torch.zeros(s.size, dtype=torch.bool)
-        if i in leader:  # a squeeze-and-excitation gate: the data's channels, no vote
-            d = tr.find(leader[i][0])
-            if d not in kept_of:
-                raise ValueError(f"compact: the gate at {leader[i][1]} gates a tensor compact cannot follow")
-            keep[kept_of[d]] = True
-        elif not s.producers:  # the model's inputs, or fed only by them
+        if not s.producers:  # the model's inputs, or fed only by them
             keep[:] = True
-        for p in s.producers if i not in leader else []:
+        for p in s.producers:
             keep |= _kept_rows(modules[p])
         if not keep.any():
             keep[0] = True  # a layer never loses all its channels
-        _balance(keep, s.partitions)
+        keeps[i] = keep
+    ties = [[(tr.find(sid), c) for sid, c in tie] for tie in tr.ties]
+    ties.append([(None, 0)] + [(tr.find(sid), c) for sid, c in tr.pins])  # tied to a kept channel
+    chunks = [[[(tr.find(sid), c) for sid, c in part] for part in parts] for parts in tr.chunks]
+    _settle(keeps, tr.spaces, ties, chunks)
+    for i, keep in keeps.items():
+        s = tr.spaces[i]
         if not keep.all() and s.barriers:
             raise ValueError(
                 f"compact: the masks remove {int((~keep).sum())} channels of the group produced by "
@@ -836,7 +1021,15 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
             )
         if s.fixed:  # the model's outputs keep all their channels
             keep[:] = True
-        kept = keep.nonzero().flatten()
+    _settle(keeps, tr.spaces, ties, chunks)
+    for i in roots:
+        s = tr.spaces[i]
+        if i in leader:  # a squeeze-and-excitation gate: the data's channels, no vote
+            d = tr.find(leader[i][0])
+            if d not in keeps:
+                raise ValueError(f"compact: the gate at {leader[i][1]} gates a tensor compact cannot follow")
+            keeps[i] = keeps[d].clone()
+        kept = keeps[i].nonzero().flatten()
         kept_of[i] = kept
         voters, followers = ([], s.producers) if i in leader else (s.producers, [])
         groups.append({"producers": list(dict.fromkeys(voters)),
@@ -849,12 +1042,16 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
 
     def index(segments: list) -> torch.Tensor:
         parts, offset = [], 0
-        for sid, rep in segments:
+        for sid, rep, idx in segments:
             root = tr.find(sid)
             kept = kept_of.get(root)
             size = tr.spaces[root].size
             if kept is None:
                 kept = torch.arange(size)
+            if idx is not None:  # a shuffled/split part: the positions of its kept channels
+                keep = torch.zeros(size, dtype=torch.bool)
+                keep[kept] = True
+                kept, size = keep[idx].nonzero().flatten(), len(idx)
             parts.append(offset + (kept[:, None] * rep + torch.arange(rep)).flatten())
             offset += size * rep
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)

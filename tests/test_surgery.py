@@ -266,13 +266,22 @@ def test_training_flag_and_grad_are_kept():
     assert small.fc1.weight.grad is not None
 
 
-class Sliced(nn.Module):
+class SplitSizes(nn.Module):  # split with sizes given: the compacted model would split at the same sizes
     def __init__(self):
         super().__init__()
-        self.conv, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(2, 2, 1)
+        self.conv, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(1, 2, 1)
 
     def forward(self, x):
-        return self.head(self.conv(x)[:, :2])
+        return self.head(torch.split(self.conv(x), [1, 3], dim=1)[0])
+
+
+class Rolled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.head(torch.roll(self.conv(x), 1, dims=1))
 
 
 class Gated(nn.Module):  # squeeze-and-excitation style
@@ -313,7 +322,7 @@ class GateUsedTwice(nn.Module):
         return self.head(torch.sigmoid(e) * y), self.aux(e)
 
 
-class Shuffle(nn.Module):  # ShuffleNet's channel shuffle
+class HardCodedShuffle(nn.Module):  # a channel shuffle whose sizes are all constants
     def __init__(self):
         super().__init__()
         self.conv, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
@@ -321,7 +330,7 @@ class Shuffle(nn.Module):  # ShuffleNet's channel shuffle
     def forward(self, x):
         y = self.conv(x)
         n, c, h, w = y.shape
-        return self.head(y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w))
+        return self.head(y.view(n, 2, 2, h, w).transpose(1, 2).reshape(n, c, h, w))
 
 
 class Reused(nn.Module):
@@ -362,11 +371,12 @@ def _mask_first_rows(model, name, rows):
 
 
 @pytest.mark.parametrize("model, name, x, words", [
-    (Sliced(), "conv.weight", torch.randn(1, 3, 4, 4), ["split/indexing", "getitem"]),
+    (SplitSizes(), "conv.weight", torch.randn(1, 3, 4, 4), ["split/indexing", "'split'"]),
+    (Rolled(), "conv.weight", torch.randn(1, 3, 4, 4), ["no rule for", "roll"]),
     (ScaledGate(), "conv.weight", torch.randn(1, 3, 4, 4), ["sigmoid-like gate", "'head'"]),
     (GateUsedTwice(), "conv.weight", torch.randn(1, 3, 4, 4), ["also used elsewhere", "'excite'"]),
     (Gated(True), "conv.weight", torch.randn(1, 3, 4, 4), ["sigmoid-like gate", "'add'"]),
-    (Shuffle(), "conv.weight", torch.randn(1, 3, 4, 4), ["channel shuffle", "view"]),
+    (HardCodedShuffle(), "conv.weight", torch.randn(1, 3, 4, 4), ["channel shuffle with hard-coded sizes", "view"]),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
      ["sigmoid-like gate", "'2'"]),
     (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "0.weight", torch.randn(1, 4),
@@ -384,7 +394,7 @@ def test_unsupported_constructs_raise_and_name_them(model, name, x, words):
 
 
 def test_unsupported_construct_is_fine_when_no_channel_reaches_it():
-    model = Sliced()
+    model = Rolled()
     _mask_first_rows(model, "head.weight", [0])  # the output is fixed: nothing is removed
     small = compact(model, torch.randn(1, 3, 4, 4))
     assert pk.count_params(small) == pk.count_params(model)

@@ -220,3 +220,82 @@ def test_linear_over_another_dim_is_a_barrier():
     model = mask_rows(MixTokens(), "conv.weight", [1])
     with pytest.raises(ValueError, match="'mix'.*Linear over a dim other than the channels"):
         compact(model, torch.randn(1, 3, 3, 3))
+
+
+# --- channel slices, chunks and shuffles ---------------------------------------------------
+
+class Sliced(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 6, 1), nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.conv(x)[:, 1:4])
+
+
+def test_constant_channel_slice_pins_the_channels_up_to_its_end():
+    # x[:, 1:4] in the compacted model still reads positions 1..3: channels 0..3 must stay where they are
+    model = mask_rows(Sliced().eval(), "conv.weight", [0, 2, 5])
+    small = check(model, torch.randn(2, 3, 4, 4))
+    assert (small.conv.out_channels, small.head.in_channels) == (5, 3)
+
+
+class Shuffle(nn.Module):  # ShuffleNet's channel shuffle, the group count a constant
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x)], dim=1)
+        n, c, h, w = y.shape
+        return self.head(y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w))
+
+
+def test_channel_shuffle_ties_the_channels_it_interleaves():
+    # the shuffle interleaves a[j] and b[j]: the compacted view(n, 2, c // 2) needs them kept together
+    model = Shuffle().eval()
+    mask_rows(model, "a.weight", [0, 1, 3])
+    mask_rows(model, "b.weight", [1, 2, 3])  # pairs (a0, b0) and (a2, b2) are kept by one side: kept
+    x = torch.randn(2, 3, 4, 4)
+    plan = plan_channels(model, x[:1])
+    assert kept_of(plan, "a") == kept_of(plan, "b") == [0, 2]
+    small = check(model, x)
+    assert (small.a.out_channels, small.b.out_channels, small.head.in_channels) == (2, 2, 4)
+    # head reads the shuffled order a0 b0 a2 b2: columns 0, 1, 4, 5 of the original
+    assert torch.equal(small.head.weight, model.head.weight[:, [0, 1, 4, 5]])
+
+
+class Chunked(nn.Module):  # ShuffleNet's stride-1 unit: half the channels pass, half go through a branch
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.branch = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.ReLU())
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        x1, x2 = self.stem(x).chunk(2, dim=1)
+        return self.head(torch.cat((x1, self.branch(x2)), dim=1))
+
+
+def test_chunk_parts_keep_equal_counts():
+    model = randomise_bn(Chunked())
+    mask_rows(model, "stem.weight", [0, 1, 2, 5])  # first half keeps 1, second 3: the first gets 0 and 1 back
+    mask_rows(model, "branch.0.weight", [3])
+    x = torch.randn(2, 3, 4, 4)
+    plan = plan_channels(model, x[:1])
+    assert kept_of(plan, "stem") == [0, 1, 3, 4, 6, 7]
+    small = check(model, x)
+    assert (small.stem.out_channels, small.branch[0].in_channels, small.branch[0].out_channels) == (6, 3, 3)
+    assert small.head.in_channels == 6
+
+
+def test_split_shuffle_unit_of_torchvision():
+    torchvision = pytest.importorskip("torchvision")
+    from torchvision.models.shufflenetv2 import InvertedResidual
+
+    torch.manual_seed(0)
+    model = randomise_bn(nn.Sequential(nn.Conv2d(3, 8, 1), InvertedResidual(8, 8, 2), InvertedResidual(8, 8, 1),
+                                       nn.Conv2d(8, 2, 1)))
+    pk.prune(model, 0.5, criterion="random", seed=0, granularity="channel", scope="layer", exclude="3.weight")
+    check(model, torch.randn(2, 3, 8, 8))

@@ -55,14 +55,13 @@ SUPPORTED = {
     # the residual stream is LayerNorm'd: the 4x MLP expansions (Linear C -> 4C) are pruned
     "convnext_tiny": ("classifier.2", r"features\.\d+\.\d+\.block\.3\.weight"),
     "vit_b_16": ("heads.head", r"encoder\.layers\.encoder_layer_\d+\.mlp\.0\.weight"),
-    # the channels that reach a channel shuffle stay: every conv but the last of each branch
-    "shufflenet_v2_x1_0": ("fc", r"(?!fc\.|.*branch1\.2\.|.*branch2\.5\.).*weight"),
+    # chunk, concatenation and channel shuffle: channels tracked through the permutation
+    "shufflenet_v2_x1_0": ("fc", None),
 }
 
 #: model -> (classifier, the construct named in the ValueError), every Conv/Linear but the
 #: classifier pruned. The first construct the removed channels reach is the one reported.
 UNSUPPORTED = {
-    "shufflenet_v2_x1_0": ("fc", "'view'.*channel shuffle"),
     "convnext_tiny": ("classifier.2", "'layer_norm'.*normalisation over the channels"),
 }
 
