@@ -30,6 +30,25 @@ into one *group* (cf. Torch-Pruning's dependency graph, Fang et al., CVPR 2023):
   merges or splits the dims before or after the channels keeps them (``[N, C, H, W] ->
   [N, C, H*W]``, ``[N, L, C] -> [N*L, C]``); indexing that leaves the channel dim whole
   (``x[:, 0]``, ViT's class token) keeps them;
+* **channel positions.** A segment may hold a space's channels in another order or only
+  some of them; then the tracer follows each channel position. ``chunk(n)`` along the
+  channels gives each part its positions; the compacted model chunks its own channels
+  into ``n`` equal parts, so every part must keep as many as the others (**rule:** the
+  parts that keep fewer keep, in addition, their lowest removed positions). A constant
+  slice ``x[:, a:b]`` is sliced at the same positions in the compacted model, so the
+  channels at positions ``< b`` are *pinned* (kept). ``split`` with given sizes is
+  unsupported;
+* a **channel shuffle** (ShuffleNet: ``view(N, g, C/g, H, W)``, ``transpose(1, 2)``,
+  ``view(N, C, H, W)``): a view that splits the channel dim into factors, with exactly
+  one factor computed at run time (``C // g``) and the others constants (``g``), is
+  followed through permutes/transposes/``contiguous`` until a view merges the factors
+  back; the channels then sit in the permuted order. The compacted model splits its
+  own channels by the same constant ``g``, so the ``g`` channels that share an index
+  of the run-time factor (those the shuffle interleaves) are *tied*: **rule:** kept
+  all together if the vote keeps any of them (the union rule again). A ShuffleNetV2
+  thus compacts with every conv pruned, but independent per-layer masks rarely agree
+  on a tied set (each stride-1 unit ties the passed-through half to the new branch),
+  so the shuffled channels mostly stay: prune them consistently to remove them;
 * a residual addition ``a + b`` merges the spaces of ``a`` and ``b``;
 * a concatenation along the channels (``torch.cat(xs, dim=1)``) lays the spaces of its
   parts side by side: each part keeps its own channels, at its own offset (DenseNet,
@@ -80,7 +99,10 @@ Which channels go
 A channel is *masked* in a layer when its whole output row/filter mask is False. A
 channel of a group is **removed only when every producer of the group masks it**
 (the union of kept channels is kept; depthwise convs and gate producers do not vote),
-so a residual stage loses a channel only if all the convs that add into it dropped it. Removing a channel deletes it from every
+so a residual stage loses a channel only if all the convs that add into it dropped it.
+The constraints above then only add kept channels, until all hold together: grouped-conv
+parts balanced, shuffle ties whole, chunk parts equal, slice prefixes pinned; then the
+model's outputs keep everything. Removing a channel deletes it from every
 member: the producers' rows and biases, the BatchNorm entries (``weight``, ``bias``,
 ``running_mean``, ``running_var``), depthwise filters, and the consumers' input
 columns. Masks that are not channel-structured (scattered zeros) stay as plain zeros
@@ -109,17 +131,17 @@ differ, so it never returns a silently wrong model.
 
 Unsupported constructs
 ----------------------
-Splitting/slicing the channels and channel shuffles (ShuffleNet's ``view`` to ``[N, g,
-C/g, H, W]``), grouped convs on a concatenation, attention, additions of a constant
+``split`` with given sizes, indexing the channels other than by a slice, a channel
+shuffle whose sizes are all constants, grouped convs on a concatenation or on shuffled
+channels, attention, additions of a constant
 (a position embedding) and concatenation with one (a class token), LayerNorm/GroupNorm
 over removed channels (see above), activations with ``f(0) != 0`` (sigmoid) outside a
 gate, pooling over the channel dim, and any other operation compact does not know raise
 a ``ValueError`` naming the node and the construct -- but only when channels that the
 masks remove would flow into it; channels that reach them untouched are simply kept.
-So in a ShuffleNetV2 every conv can be pruned except the last 1x1 conv of each branch,
-whose channels reach the shuffle; in a ViT the MLP hidden channels (attention heads are
-pruned by another path). Concatenation along a dim other than the channels (tokens)
-merges the parts' channel spaces.
+So in a ViT the MLP hidden channels can be pruned (attention heads are pruned by
+another path). Concatenation along a dim other than the channels (tokens) merges the
+parts' channel spaces.
 Modules with parameters that are called more than once, and models that
 ``torch.fx.symbolic_trace`` cannot trace, raise a ``ValueError`` / ``TypeError``.
 """
