@@ -40,6 +40,18 @@ def test_random_is_seeded_and_uniform():
     assert 0 <= flat.min() and flat.max() < 1 and abs(flat.mean().item() - 0.5) < 0.05
 
 
+def test_random_scores_are_not_the_init_stream_of_the_same_seed():
+    """A Linear initialised after torch.manual_seed(0) draws kaiming-uniform weights from the
+    stream Generator().manual_seed(0) yields; "random" with seed 0 must not rank like them."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 64, bias=False)
+    u = torch.rand(64, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(layer.weight, (2 * u - 1) / 8)  # the coincidence this guards against
+    r = pk.score(layer, "random", seed=0)["weight"]
+    corr = torch.corrcoef(torch.stack([r.flatten(), layer.weight.detach().flatten()]))[0, 1]
+    assert abs(corr) < 0.1
+
+
 def test_random_pruning_is_not_magnitude_pruning():
     m1, m2 = tiny_cnn(), tiny_cnn()
     a = pk.prune(m1, 0.5, criterion="random")

@@ -87,10 +87,11 @@ def test_registry_lists_every_criterion_with_its_needs():
         assert isinstance(c.needs_data, bool) and isinstance(c.needs_inputs, bool)
     assert avail["synflow"].needs_inputs and not avail["synflow"].needs_data
     assert {n for n, c in avail.items() if c.level == "channel"} == {
-        "taylor_channel", "l1_filter", "fpgm", "apoz", "mean_activation", "hrank", "bn_scale", "loss_change"}
+        "taylor_channel", "l1_filter", "fpgm", "apoz", "mean_activation", "hrank", "bn_scale", "loss_change",
+        "thinet", "lasso_channel"}
     assert {n for n, c in avail.items() if c.needs_data} == {
         "taylor", "taylor_channel", "snip", "grasp", "obd", "movement", "apoz", "mean_activation", "hrank",
-        "loss_change"}
+        "loss_change", "thinet", "lasso_channel", "obs"}
 
 
 @pytest.mark.parametrize("masked", [False, True], ids=["plain", "masked"])
