@@ -6,7 +6,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 import prunekit as pk
 from prunekit.methods.amc import amc_search
@@ -137,6 +136,9 @@ def test_amc_is_deterministic(cnn, batch):
     c = amc_search(cnn, DIGIT, batch, budget=0.6, episodes=12, seed=4, progress=False)
     assert a.history == b.history and a.best_ratios == b.best_ratios
     assert a.trace("ratios") != c.trace("ratios")
+    g1 = gnn_search(cnn, DIGIT, batch, budget=0.6, episodes=6, seed=3, progress=False)
+    g2 = gnn_search(cnn, DIGIT, batch, budget=0.6, episodes=6, seed=3, progress=False)
+    assert g1.history == g2.history
 
 
 # --------------------------------------------------------------------------- MetaPruning
@@ -186,6 +188,7 @@ def test_evolution_respects_budget_and_best_never_decreases(batch):
     choices = width_choices(space.sizes, 10)
     assert all(k in ch for k, ch in zip(res.extra["best_kept"], choices))
     assert res.best_mac_fraction <= 0.4 and len(res.best_ratios) == 4
+    assert space.mac_fraction(space.ratios_from_kept(res.extra["uniform_kept"])) <= 0.4
 
 
 def test_metapruning_end_to_end_is_deterministic(cnn, digits):
@@ -245,7 +248,8 @@ def test_bad_budget_names_the_argument(cnn, batch, budget):
     for call in (lambda: amc_search(cnn, DIGIT, batch, budget=budget, episodes=2, progress=False),
                  lambda: gnn_search(cnn, DIGIT, batch, budget=budget, episodes=2, progress=False),
                  lambda: metapruning_search(cnn, DIGIT, pk.zoo.loaders("cnn-digits")[0], budget=budget, steps=1,
-                                            progress=False)):
+                                            progress=False),
+                 lambda: gnn_ratios(GNNPolicy(), cnn, DIGIT, budget=budget)):
         with pytest.raises(ValueError, match="budget"):
             call()
     assert_untouched(cnn, snap)

@@ -119,7 +119,8 @@ def reinforce(space: SearchSpace, policy: nn.Module, mean_fn: Callable[[int, tor
         removed, logp = run_episode(space, mean_fn, s, limit, max_ratio, gen)
         ratios = [n / c for n, c in zip(removed, space.sizes)]
         macs = space.macs(ratios)
-        assert macs <= limit, f"episode {ep}: {macs} MACs exceed the budget {limit}"
+        if macs > limit:  # cannot happen: the budget wall guarantees it (tested); never report a violation silently
+            raise RuntimeError(f"episode {ep}: {macs} MACs exceed the budget of {limit} MACs")
         reward = space.accuracy(ratios, batch)
         baseline = reward if baseline is None else baseline_momentum * baseline + (1 - baseline_momentum) * reward
         advantage = reward - baseline

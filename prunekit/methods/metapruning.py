@@ -259,7 +259,7 @@ def train_pruningnet(net: PruningNet, data: tuple[torch.Tensor, torch.Tensor], s
     choices = width_choices(net.full, levels)
     x, y = data
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     losses = []
     net.train()
@@ -289,7 +289,11 @@ def evolutionary_search(net: PruningNet, space: SearchSpace, batch: tuple[torch.
     PruningNet's searched layers, in order). Returns a ``SearchResult`` with one history entry
     per generation: ``reward`` / ``best_fitness`` (best so far, non-decreasing),
     ``mean_fitness`` (this generation's candidates), ``mac_fraction`` of the best, ``ratios``
-    and ``kept`` of the best, ``mean_mac_fraction`` of the generation.
+    and ``kept`` of the best, ``mean_mac_fraction`` of the generation. Among candidates of
+    equal fitness the one with fewer MACs ranks first (then the one found first).
+    ``extra`` adds ``best_kept``, the final ``top`` list, the number ``tested``, and for
+    comparison the fitness of the uniform allocation of the same budget under the same
+    PruningNet (``uniform_kept``, ``uniform_fitness``).
     """
     budget = check_budget(budget)
     generations = check_positive_int("generations", generations)
@@ -384,9 +388,12 @@ def evolutionary_search(net: PruningNet, space: SearchSpace, batch: tuple[torch.
         candidates = nxt
     bar.close()
     best_fit, best = top[0]
+    uniform_kept = space.kept(space.uniform(budget))
     return SearchResult("metapruning", space.names, budget, space.ratios_from_kept(best), best_fit,
                         space.macs_of_kept(best) / space.total_macs, history,
-                        {"best_kept": list(best), "tested": len(tested), "top": [(f, list(c)) for f, c in top]})
+                        {"best_kept": list(best), "tested": len(tested), "top": [(f, list(c)) for f, c in top],
+                         "uniform_kept": uniform_kept,
+                         "uniform_fitness": net.accuracy(uniform_kept, batch, calibration)})
 
 
 def metapruning_search(

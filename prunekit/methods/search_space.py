@@ -410,7 +410,7 @@ class SearchSpace:
     def walk(self, actions: Sequence[float], budget: float = 1.0, max_ratio: float = 0.8) -> list[float]:
         """Ratios from raw per-layer actions through the budget wall, layer by layer (AMC's episode).
 
-        Each action is clamped to ``[0, max_ratio]``, turned into a channel count by the
+        Each action is clamped to ``[0, max_ratio]`` (NaN counts as 0), turned into a channel count by the
         round rule, then raised by :meth:`clip_removed`. The returned ratios are ``n / c``.
         """
         limit = self.check_reachable(budget, max_ratio)
@@ -418,7 +418,7 @@ class SearchSpace:
             raise ValueError(f"actions must have one entry per layer ({len(self)}), got {len(actions)}")
         prefix: list[int] = []
         for t, a in enumerate(actions):
-            a = min(max(float(a), 0.0), max_ratio) if math.isfinite(float(a)) else 0.0
+            a = 0.0 if math.isnan(float(a)) else min(max(float(a), 0.0), max_ratio)
             c = self.sizes[t]
             prefix.append(self.clip_removed(t, min(round(a * c), c - 1), prefix, limit, max_ratio))
         return [n / c for n, c in zip(prefix, self.sizes)]
@@ -522,8 +522,8 @@ class SearchSpace:
         return out
 
     @property
-    def _producer_set(self) -> set[str]:
-        return {p for l in self.layers for p in l.producers}
+    def _producer_set(self) -> frozenset[str]:
+        return frozenset(p for l in self.layers for p in l.producers)
 
     def logits(self, ratios: Any, inputs: torch.Tensor) -> torch.Tensor:
         """Outputs of the pruned model on ``inputs`` (eval mode, no gradient)."""
@@ -534,6 +534,9 @@ class SearchSpace:
         """Top-1 accuracy of the pruned model (no fine-tuning) on ``batch = (inputs, targets)``."""
         x, y = batch
         return float((self.logits(ratios, x).argmax(1) == y).float().mean())
+
+    #: The searches' reward (AMC's ``R_err = -error``, reported as accuracy = 1 - error).
+    reward = accuracy
 
 
 def apply_ratios(model: nn.Module, ratios: Any, example_inputs: Any) -> nn.Module:
