@@ -11,10 +11,12 @@ Deep Neural Network Pruning" (IEEE TPAMI 2024, arXiv 2308.06767).
 0.5
 """
 
-from . import (allocation, criteria, data, granularity, groups, masks, methods, metrics, models, sparse_formats, surgery,
-               targets, train, viz, widgets, zoo)
+from . import (allocation, attention, criteria, data, granularity, groups, layers, masks, methods, metrics, models,
+               sparse_formats, surgery, targets, train, viz, widgets, zoo)
 from .criteria import score
+from .attention import compact_heads
 from .groups import prune_groups
+from .layers import drop_layers
 from .masks import apply_masks, get_masks, remove_masks
 from .metrics import count_macs, count_nonzeros, count_params, latency, layer_sparsity, summary
 from .pruning import make_masks, prune
@@ -23,8 +25,9 @@ from .surgery import compact, zero_removed_channels
 __version__ = "0.1.0"
 
 __all__ = [
-    "allocation", "criteria", "data", "granularity", "groups", "masks", "methods", "metrics", "models", "sparse_formats",
-    "surgery", "targets", "train", "viz", "widgets", "zoo",
+    "allocation", "attention", "criteria", "data", "granularity", "groups", "layers", "masks", "methods", "metrics",
+    "models", "sparse_formats", "surgery", "targets", "train", "viz", "widgets", "zoo",
     "score", "make_masks", "apply_masks", "remove_masks", "get_masks", "prune", "prune_groups",
-    "compact", "zero_removed_channels", "summary", "latency", "count_params", "count_nonzeros", "count_macs", "layer_sparsity",
+    "compact", "compact_heads", "drop_layers", "zero_removed_channels", "summary", "latency", "count_params",
+    "count_nonzeros", "count_macs", "layer_sparsity",
 ]

@@ -16,10 +16,12 @@ from torch import nn
 from . import granularity as gran
 from .allocation import allocate, check_scope, check_scores, check_sparsity, pattern_kernel_count, resolve_sparsity
 from .allocation import prune_lowest
+from .attention import head_masks
 from .criteria import get as get_criterion
 from .criteria import score
-from .groups import prune_groups
 from .granularity import Spec, check_applicable, check_reduction, parse_granularity, score_level
+from .groups import prune_groups
+from .layers import layer_masks
 from .masks import apply_masks
 from .targets import all_parameters, find_targets
 
@@ -134,8 +136,6 @@ def make_masks(
     for n in scores:
         check_applicable(spec, n, shapes_[n])
     if spec.kind in gran.MODEL_UNITS:  # units found in the model: heads, residual blocks
-        from .attention import head_masks
-        from .layers import layer_masks
         if not isinstance(shapes, nn.Module):
             raise ValueError(f"granularity {spec.name!r} finds its units in the model: pass the model as shapes= "
                              f"(make_masks(scores, sparsity, {spec.name!r}, shapes=model))")
@@ -241,7 +241,7 @@ def prune(
     for name, mask in old.items():
         scores[name] = _mark_removed(scores[name], mask)
     masks = make_masks(scores, sparsity, granularity, scope, reduction=reduction,
-                       shapes={t.name: t.shape for t in targets})
+                       shapes=model)
     masks = {n: m & old[n] if n in old else m for n, m in masks.items()}
     apply_masks(model, masks)
     return masks

@@ -19,11 +19,6 @@ from helpers import assert_untouched, snapshot, tiny_cnn
 from prunekit.attention import (PrunedMultiheadAttention, compact_heads, find_heads, head_masks, removed_heads)
 from prunekit.models import MultiHeadSelfAttention, TinyViT
 
-# prune() passes shapes={name: shape} to make_masks; heads need the model (shapes=model).
-# Until prune passes the model, pk.prune(..., granularity="head") raises that ValueError.
-needs_prune_wiring = pytest.mark.xfail(raises=ValueError, strict=True,
-                                       reason="prune() must pass shapes=model to make_masks")
-
 
 def magnitude(model):
     return pk.score(model, "magnitude")
@@ -418,7 +413,6 @@ def test_all_heads_zero_keeps_one():
 
 # --- prune --------------------------------------------------------------------------------
 
-@needs_prune_wiring
 def test_prune_heads_is_cumulative_and_never_unprunes():
     torch.manual_seed(0)
     vit = TinyViT(depth=2, num_heads=4)
@@ -431,7 +425,6 @@ def test_prune_heads_is_cumulative_and_never_unprunes():
     assert all(torch.equal(again[n], second[n]) for n in second)
 
 
-@needs_prune_wiring
 def test_prune_heads_on_torchvision_vit():
     m = small_torch_vit()
     masks = pk.prune(m, 0.5, granularity="head")  # default targets: out_proj.weight of each nn.MultiheadAttention

@@ -21,9 +21,6 @@ from helpers import assert_untouched, snapshot, tiny_cnn
 from prunekit.layers import SkippableEncoderBlock, drop_layers, find_blocks, layer_masks, removed_blocks
 from prunekit.models import MLP, ResNet, TinyViT
 
-needs_prune_wiring = pytest.mark.xfail(raises=ValueError, strict=True,
-                                       reason="prune() must pass shapes=model to make_masks")
-
 
 def randomise_bn(model, seed=0):
     """Non-trivial BatchNorm statistics and affine parameters (a fresh BN is the identity)."""
@@ -256,7 +253,6 @@ def test_drop_twice():
 
 # --- prune --------------------------------------------------------------------------------
 
-@needs_prune_wiring
 def test_prune_layers_is_cumulative():
     r = resnet()
     first = pk.prune(r, 0.25, granularity="layer")
