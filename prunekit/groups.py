@@ -24,6 +24,17 @@ group count and :func:`prunekit.compact` removes exactly what was chosen. With
 rounded down (kept rounded up) to the next multiple, and a group smaller than ``r``
 is kept whole; for a grouped-conv group the multiple is of ``lcm(r, g)``.
 
+Groups that a **channel shuffle** ties together (:mod:`prunekit.surgery`: the channels
+a shuffle interleaves are kept or removed together) are pruned as one unit whose
+elements are the *tie classes*, each scored by the mean of its channels' scores (a sum
+would favour the large classes); removing a class removes all its channels. The parts
+of a ``chunk`` must then keep equal counts: a part that keeps fewer gets back its best
+removed channels, with their classes, until all chunks hold -- so the masks are exactly
+what :func:`prunekit.compact` removes. (In ShuffleNetV2 the stride-1 units tie the
+passed-through half to the new branch and chunk it again, which couples the classes so
+tightly that this keeps the shuffled channels: what goes there is the channels inside
+the branches.)
+
 Channels removed earlier score ``-inf``, so ``sparsity`` is cumulative as in
 :func:`prunekit.prune`, and masks are composed with the existing ones (never un-pruned;
 where that leaves fewer channels than a part or ``round_to`` asks for, fewer are kept).
@@ -64,9 +75,50 @@ def group_scores(model: nn.Module, scores: dict[str, torch.Tensor], example_inpu
 def _group_units(model: nn.Module, scores: dict[str, torch.Tensor], example_inputs, *,
                  reduction: str | None, normalise: bool) -> tuple[dict, dict, dict]:
     """:func:`group_scores`, plus per group the number of equal parts its grouped convs need."""
+    out, members, parts, _ = _units(model, scores, example_inputs, reduction=reduction, normalise=normalise)
+    return ({k: v for k, v in out.items() if k.startswith("group")},
+            {k: v for k, v in members.items() if k.startswith("group")}, parts)
+
+
+class _Linked:
+    """Channels that a channel shuffle ties across groups (see :mod:`prunekit.surgery`): the
+    tie classes, the groups they connect, and the chunk constraints between them."""
+
+    def __init__(self, plan, prunable: dict[int, torch.Tensor]):
+        self.parent: dict = {}
+        for tie in plan.ties:
+            for a in tie[1:]:
+                self.parent[self.find(a)] = self.find(tie[0])
+        classes: dict = {}
+        for node in list(self.parent):
+            classes.setdefault(self.find(node), []).append(node)
+        self.classes = classes                       # root -> its (group, channel) members
+        pinned = {self.find(p) for p in plan.pins}
+        self.removable = {r for r, ms in classes.items()
+                          if r not in pinned and all(g in prunable for g, _ in ms)}
+        self.chunks = plan.chunks
+        self.pins = plan.pins
+
+    def find(self, x):
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def members(self, node) -> list:
+        root = self.parent.get(node)
+        return self.classes[self.find(node)] if root is not None else [node]
+
+
+def _units(model: nn.Module, scores: dict[str, torch.Tensor], example_inputs, *,
+           reduction: str | None, normalise: bool) -> tuple[dict, dict, dict, tuple]:
+    """The units :func:`prune_groups` allocates over: ``"group<i>"`` (a group's channel
+    scores) and, for groups a channel shuffle ties together, ``"linked<i>+<j>..."`` (the
+    scores of its removable tie classes, the sum over their channels)."""
     reduction = check_reduction(reduction, parse_granularity("channel"))
     plan = plan_channels(model, example_inputs)
-    out, members, parts = {}, {}, {}
+    chan, names_of, parts = {}, {}, {}
     for i, g in enumerate(plan.groups):
         if g["fixed"] or g["followers"] or not g["producers"]:
             continue
@@ -79,10 +131,56 @@ def _group_units(model: nn.Module, scores: dict[str, torch.Tensor], example_inpu
         g_parts = math.lcm(*g["partitions"]) if g["partitions"] else 1
         if g["size"] % g_parts:
             continue
-        out[f"group{i}"] = s.masked_fill(gone.to(s.device), float("-inf"))
-        members[f"group{i}"] = names
+        chan[i] = s.masked_fill(gone.to(s.device), float("-inf"))
+        names_of[i] = names
         parts[f"group{i}"] = g_parts
-    return out, members, parts
+    linked = _Linked(plan, chan)
+    pinned_groups = {g for g, _ in plan.pins}
+    # groups connected by tie classes form one unit
+    comp = {i: i for i in chan}
+
+    def root(i):
+        while comp[i] != i:
+            i = comp[i]
+        return i
+    for members in linked.classes.values():
+        gs = [g for g, _ in members if g in chan]
+        for g in gs[1:]:
+            comp[root(g)] = root(gs[0])
+    tied = {g for ms in linked.classes.values() for g, _ in ms if g in chan}
+    out, members_out, decode = {}, {}, {}
+    for i in chan:
+        if i not in tied and i not in pinned_groups:
+            out[f"group{i}"] = chan[i]
+            members_out[f"group{i}"] = names_of[i]
+    comps: dict[int, list[int]] = {}
+    for i in tied | (pinned_groups & set(chan)):
+        comps.setdefault(root(i), []).append(i)
+    for gs in comps.values():
+        gs = sorted(gs)
+        if any(parts[f"group{g}"] > 1 for g in gs):
+            continue  # grouped convs and shuffles together: left whole
+        classes, seen = [], set()
+        for g in gs:
+            for c in range(chan[g].numel()):
+                r = linked.find((g, c)) if (g, c) in linked.parent else (g, c)
+                if r in seen:
+                    continue
+                seen.add(r)
+                ms = linked.members((g, c))
+                removable = (r in linked.removable) if (g, c) in linked.parent else (g, c) not in linked.pins
+                if removable and all(g2 in chan for g2, _ in ms):
+                    classes.append(ms)
+        if not classes:
+            continue
+        vals = [torch.stack([chan[g2][c2].double() for g2, c2 in ms]) for ms in classes]
+        score_t = torch.stack([v[torch.isfinite(v)].mean() if torch.isfinite(v).any() else v.new_tensor(float("-inf"))
+                               for v in vals])
+        key = "linked" + "+".join(str(g) for g in gs)
+        out[key] = score_t
+        members_out[key] = [n for g in gs for n in names_of[g]]
+        decode[key] = (gs, classes)
+    return out, members_out, parts, (chan, names_of, decode, linked)
 
 
 def _regroup(keep: torch.Tensor, scores: torch.Tensor, parts: int, round_to: int | None) -> torch.Tensor:
@@ -101,6 +199,29 @@ def _regroup(keep: torch.Tensor, scores: torch.Tensor, parts: int, round_to: int
         best = torch.sort(part, descending=True, stable=True).indices[:k]
         out[j * part.numel() + best] = True
     return out.to(keep.device)
+
+
+def _balance_chunks(group_keep: dict, chan: dict, linked: _Linked) -> None:
+    """Give the parts of every ``chunk`` equal kept counts (:func:`prunekit.compact` needs
+    them): a part that keeps fewer gets back its best removed channels, each with its
+    whole tie class. Only adds; repeats until every chunk holds."""
+    def kept(node) -> bool:
+        g, c = node
+        return bool(group_keep[g][c]) if g in group_keep else True
+
+    changed = bool(linked.chunks)
+    while changed:
+        changed = False
+        for parts in linked.chunks:
+            counts = [sum(kept(n) for n in part) for part in parts]
+            target = max(counts)
+            for part, count in zip(parts, counts):
+                gone = sorted((n for n in part if not kept(n)), key=lambda n: -float(chan[n[0]][n[1]]))
+                for node in gone[:target - count]:
+                    for g, c in linked.members(node):
+                        if g in group_keep:
+                            group_keep[g][c] = True
+                    changed = True
 
 
 def prune_groups(
@@ -140,19 +261,31 @@ def prune_groups(
         raise ValueError(f"round_to must be None or a positive int, got {round_to!r}")
     targets = {t.name: t for t in find_targets(model, include=include, exclude=exclude)}
     scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)
-    units, members, parts = _group_units(model, scores, example_inputs, reduction=reduction,
-                                         normalise=scope == "global")
+    units, members, parts, (chan, names_of, decode, linked) = _units(
+        model, scores, example_inputs, reduction=reduction, normalise=scope == "global")
     if not units:
         raise ValueError("no channel group of the model can be pruned as a unit "
                          "(check include/exclude: every producer of a group must be prunable)")
     keep = allocate(units, sparsity, scope, min_keep=1)
+    group_keep: dict[int, torch.Tensor] = {}
     for key in keep:
+        if key in decode:  # tie classes: a class removed leaves all its channels
+            gs, classes = decode[key]
+            for g in gs:
+                group_keep[g] = torch.isfinite(chan[g]).cpu()
+            for ms, k in zip(classes, keep[key].tolist()):
+                if not k:
+                    for g, c in ms:
+                        group_keep[g][c] = False
+            continue
         if parts[key] > 1 or round_to is not None:
             keep[key] = _regroup(keep[key], units[key], parts[key], round_to)
+        group_keep[int(key[len("group"):])] = keep[key].cpu()
+    _balance_chunks(group_keep, chan, linked)
     masks = {}
-    for key, names in members.items():
-        for n in names:
-            m = channel_mask(keep[key], targets[n].shape).to(targets[n].parameter.device)
+    for g, k in group_keep.items():
+        for n in names_of[g]:
+            m = channel_mask(k, targets[n].shape).to(targets[n].parameter.device)
             masks[n] = m & targets[n].mask if targets[n].is_masked else m
     apply_masks(model, masks)
     return masks

@@ -243,6 +243,11 @@ class ChannelPlan:
     bn_index: dict       # BatchNorm name -> kept indices
     attr_index: dict = field(default_factory=dict)  # per-channel parameter -> (dim, kept indices)
     grouped: dict = field(default_factory=dict)     # grouped (not depthwise) conv -> groups
+    #: channel-level constraints, as ``(group index, channel)`` (index ``None``: a space that is
+    #: no group, e.g. the input): ties (kept together), chunks (parts keeping equal counts), pins
+    ties: list = field(default_factory=list)
+    chunks: list = field(default_factory=list)
+    pins: list = field(default_factory=list)
 
     def removed(self) -> int:
         """How many channels are removed over all groups."""
@@ -1082,7 +1087,11 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
     in_index = {name: index(segs) for name, segs in tr.module_in.items()}
     bn_index = {name: index(segs) for name, segs in tr.bn_in.items()}
     attr_index = {name: (dim, index(segs)) for name, (dim, segs) in tr.attr_in.items()}
-    return ChannelPlan(groups, out_index, in_index, bn_index, attr_index, dict(tr.grouped))
+    number = {root: n for n, root in enumerate(r for r in roots)}
+    at = lambda pairs: [(number.get(tr.find(sid)), c) for sid, c in pairs]  # noqa: E731
+    return ChannelPlan(groups, out_index, in_index, bn_index, attr_index, dict(tr.grouped),
+                       ties=[at(t) for t in tr.ties], chunks=[[at(p) for p in parts] for parts in tr.chunks],
+                       pins=at(tr.pins))
 
 
 def plan_channels(model: nn.Module, example_inputs) -> ChannelPlan:

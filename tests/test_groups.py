@@ -176,3 +176,50 @@ def test_grouped_conv_with_round_to():
     prune_groups(net, 0.5, x, exclude="8.weight", round_to=8)  # lcm(8, 4) = 8: 12 -> 8 (2 per group)
     small = pk.compact(net, x)
     assert (small[3].in_channels, small[3].out_channels) == (8, 8)  # 8 channels: kept whole
+
+
+class Shuffle(nn.Module):
+    """Two convs concatenated and channel-shuffled: the shuffle ties a[j] to b[j]."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 6, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(12, 2, 1)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x), self.b(x)], dim=1)
+        n, c, h, w = y.shape
+        return self.head(y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w))
+
+
+def test_channels_tied_by_a_shuffle_are_pruned_together():
+    torch.manual_seed(0)
+    net = Shuffle().eval()
+    x = torch.randn(2, 3, 4, 4)
+    scores = pk.score(net, "magnitude", exclude="head.weight")
+    masks = prune_groups(net, 0.5, x, exclude="head.weight")
+    a, b = (masks[f"{n}.weight"].reshape(6, -1).any(1) for n in "ab")
+    assert torch.equal(a, b) and int(a.sum()) == 3  # 3 of the 6 tie classes {a[j], b[j]} go
+    class_score = (scores["a.weight"].reshape(6, -1).norm(dim=1) + scores["b.weight"].reshape(6, -1).norm(dim=1)) / 2
+    assert class_score[a].min() >= class_score[~a].max()  # the best classes (mean channel score) stay
+    small = pk.compact(net, x)
+    assert (small.a.out_channels, small.b.out_channels, small.head.in_channels) == (3, 3, 6)
+    torch.testing.assert_close(small(x), pk.zero_removed_channels(net, x)(x), rtol=1e-4, atol=1e-5)
+
+
+def test_shufflenet_masks_are_what_compact_removes():
+    # ShuffleNetV2's chunk + shuffle tie almost every channel of a stage together and require
+    # equal halves: the masks respect that, so compact removes exactly the masked channels
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = torchvision.models.shufflenet_v2_x0_5().eval()
+    x = torch.randn(1, 3, 32, 32)
+    masks = prune_groups(net, 0.5, x, exclude="fc.weight")
+    plan = plan_channels(net, x)
+    for g in plan.groups:
+        for p in g["producers"]:
+            if f"{p}.weight" in masks:
+                rows = masks[f"{p}.weight"].reshape(g["size"], -1).any(1)
+                assert torch.equal(rows.nonzero().flatten(), g["kept"]), p
+    small = pk.compact(net, x)
+    assert small.stage2[0].branch2[0].out_channels == net.stage2[0].branch2[0].out_channels // 2
+    assert pk.count_params(small) < 0.7 * pk.count_params(net)
