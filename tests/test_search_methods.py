@@ -14,7 +14,7 @@ from prunekit.methods.metapruning import (PruningNet, evolutionary_search, metap
                                           width_choices)
 from prunekit.methods.search_space import SearchSpace, apply_ratios, held_out_batch
 
-from helpers import assert_untouched, snapshot
+from helpers import assert_untouched, snapshot, tiny_cnn
 
 DIGIT = torch.zeros(1, 1, 8, 8)
 SHAPE = torch.zeros(1, 3, 32, 32)
@@ -58,14 +58,21 @@ def test_space_layers_and_graph(space, resnet_space):
     assert feats.shape == (4, 9) and feats.min() >= 0 and feats.max() <= 1
 
 
-@pytest.mark.parametrize("which", ["cnn", "resnet"])
+@pytest.mark.parametrize("which", ["cnn", "resnet", "tiny"])
 def test_macs_equal_count_macs_of_the_compacted_model(which, space, resnet_space):
-    sp, x = (space, DIGIT) if which == "cnn" else (resnet_space, SHAPE)
+    if which == "tiny":  # conv biases, a strided conv without padding, flatten -> Linear (H*W features per channel)
+        x = torch.zeros(1, 3, 8, 8)
+        sp = SearchSpace(tiny_cnn(), x)
+    else:
+        sp, x = (space, DIGIT) if which == "cnn" else (resnet_space, SHAPE)
     g = torch.Generator().manual_seed(1)
+    inputs = torch.randn(4, *x.shape[1:], generator=g)
     for _ in range(3):
         ratios = (torch.rand(len(sp), generator=g) * 0.95).tolist()
         small = sp.compact(ratios)
         assert sp.macs(ratios) == pk.count_macs(small, x)[0]
+        with torch.no_grad():
+            assert torch.allclose(sp.logits(ratios, inputs), small(inputs), atol=1e-4)
     assert sp.macs([0.0] * len(sp)) == sp.total_macs == pk.count_macs(sp.model, x)[0]
 
 

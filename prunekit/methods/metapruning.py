@@ -368,6 +368,9 @@ def evolutionary_search(net: PruningNet, space: SearchSpace, batch: tuple[torch.
             scores.append(tested[cand])
         # best first; ties: fewer MACs, then the earlier-found candidate (stable sort)
         top = sorted(top + list(zip(scores, candidates)), key=lambda sc: (-sc[0], space.macs_of_kept(sc[1])))[:top_k]
+        if not top:
+            raise ValueError(f"no width configuration within budget={budget:g} was found in {max_tries} random "
+                             "draws; raise budget, levels or max_tries")
         best_fit, best = top[0]
         history.append({
             "generation": g, "reward": best_fit, "best_fitness": best_fit,

@@ -162,6 +162,12 @@ class SearchResult:
     history: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # short: the history can hold hundreds of entries
+        ratios = ", ".join(f"{n}: {r:.3f}" for n, r in zip(self.names, self.best_ratios))
+        return (f"SearchResult({self.method}, budget={self.budget:g}, best_reward={self.best_reward:.4f}, "
+                f"best_mac_fraction={self.best_mac_fraction:.4f}, best_ratios={{{ratios}}}, "
+                f"history=[{len(self.history)} entries])")
+
     def ratios_dict(self) -> dict[str, float]:
         """``{layer name: ratio}`` of the best configuration."""
         return dict(zip(self.names, self.best_ratios))
@@ -228,8 +234,7 @@ class SearchSpace:
         if not candidates:
             raise ValueError("model has no prunable channel group to search (its only layers are the input/output)")
 
-        _, per_module = count_macs(self.model, example_inputs)
-        self.total_macs, _ = count_macs(self.model, example_inputs)
+        self.total_macs, per_module = count_macs(self.model, example_inputs)
         group_of: dict[str, int] = {}
         self._groups = []
         infos = []
