@@ -569,6 +569,8 @@ class _Tracer:
 
     def permute(self, node: fx.Node, src: fx.Node) -> list | None:
         """``permute``/``transpose``: the channels move to another dim."""
+        if self.shape(src) is None:
+            return self.barrier(node, [src])
         n = len(self.shape(src))
         rest = [a for a in node.args[1:]] + [v for k, v in node.kwargs.items() if k in ("dims", "dim0", "dim1")]
         if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
@@ -624,7 +626,7 @@ class _Tracer:
         tms = node.meta.get("tensor_meta")
         d = self.cd(src)
         name = getattr(node.target, "__name__", node.target)
-        if (name != "chunk" or not isinstance(dim, int) or dim % len(self.shape(src)) != d or not self.unit(src)
+        if (name != "chunk" or self.shape(src) is None or not isinstance(dim, int) or dim % len(self.shape(src)) != d or not self.unit(src)
                 or not all(isinstance(t, TensorMetadata) and t.shape[d] == tms[0].shape[d] for t in tms)):
             return self.barrier(node, [src])
         pos, parts, start = self.positions(self.info[src]), [], 0

@@ -17,7 +17,9 @@ never removable), so their MLP hidden channels are what is pruned. ``UNSUPPORTED
 prunes every Conv/Linear weight but the classifier's and expects the error.
 
 ``test_same_budget_as_torch_pruning`` compares with Torch-Pruning (``torch-pruning``,
-a test-only requirement; skipped when it is not installed) on resnet18 and mobilenet_v2.
+a test-only requirement; skipped when it is not installed) on resnet18 and mobilenet_v2,
+and ``test_convnext_mlp_hidden_channels_same_as_torch_pruning`` on ConvNeXt's MLPs
+(``tests/test_groups.py`` does regnet_y_400mf).
 
 Marked ``slow`` (about a minute on two cores): deselect with ``-m "not slow"``.
 """
@@ -289,3 +291,32 @@ def test_same_budget_as_torch_pruning(name):
     assert float((a - b).abs().max()) <= 1e-4 * max(1.0, float(b.abs().max()))
     print(f"{name}: dense {p_dense:,}, Torch-Pruning {p_theirs:,}, prunekit {p_ours:,}, "
           f"prunekit with Torch-Pruning's channels {pk.count_params(same):,}")
+
+
+def test_convnext_mlp_hidden_channels_same_as_torch_pruning():
+    """ConvNeXt's MLP hidden channels (Linear on channels-last tensors), 50% per block with
+    Torch-Pruning (every other layer ignored) and with ``prune_groups`` on the MLP expansions:
+    the same widths, parameter count and outputs."""
+    tp = pytest.importorskip("torch_pruning")
+    torch.manual_seed(0)
+    model = torchvision.models.convnext_tiny(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    theirs = copy.deepcopy(model)
+    hidden = [m for n, m in theirs.named_modules() if n.endswith("block.3")]
+    ignored = [m for m in theirs.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m not in hidden]
+    with pytest.warns(UserWarning, match="layer_scale"):  # Torch-Pruning notes the layer-scale parameters
+        pruner = tp.pruner.MagnitudePruner(theirs, x, importance=tp.importance.MagnitudeImportance(p=2),
+                                           pruning_ratio=0.5, global_pruning=False, ignored_layers=ignored)
+    pruner.step()
+    ours = copy.deepcopy(model)
+    pk.groups.prune_groups(ours, 0.5, x, include=[f"{n}.weight" for n, _ in ours.named_modules()
+                                                  if n.endswith("block.3")])
+    ours = compact(ours, x)
+    shapes = lambda m: {n: tuple(mod.weight.shape) for n, mod in m.named_modules()  # noqa: E731
+                        if isinstance(mod, (nn.Conv2d, nn.Linear, nn.LayerNorm))}
+    assert shapes(ours) == shapes(theirs)
+    assert ours.features[1][0].block[3].out_features == 192  # 384 hidden channels, half kept
+    assert pk.count_params(ours) == pk.count_params(theirs) < 0.6 * pk.count_params(model)
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+    assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max())
