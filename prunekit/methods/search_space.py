@@ -67,6 +67,8 @@ from ..metrics import count_macs
 from ..surgery import _copy, compact, plan_channels
 from ..targets import all_parameters
 
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
 __all__ = [
     "LayerInfo", "SearchResult", "SearchSpace", "apply_ratios", "held_out_batch", "check_budget",
     "check_positive_int", "check_fraction", "STATE_FEATURES",
@@ -197,10 +199,15 @@ class SearchSpace:
     ``example_inputs`` -- one example (batch 1 gives per-example MACs), used to trace the
     model and count MACs. ``layers`` -- names of the groups to search (default: every
     prunable group); the others keep all their channels. The model is copied (eval mode);
-    it is never modified.
+    it is never modified. Groups that touch constructs the closed form does not model
+    (grouped convs, channel shuffles, concatenated producers, norms other than BatchNorm)
+    are not searched, and with ``verify=True`` the space checks itself once against
+    ``pk.compact`` and ``pk.count_macs`` (half of every layer's channels removed), raising
+    ``ValueError`` on a mismatch.
     """
 
-    def __init__(self, model: nn.Module, example_inputs: Any, *, layers: Sequence[str] | None = None) -> None:
+    def __init__(self, model: nn.Module, example_inputs: Any, *, layers: Sequence[str] | None = None,
+                 verify: bool = True) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if any(hasattr(m, "weight_mask") for m in model.modules()):
@@ -213,12 +220,23 @@ class SearchSpace:
         position = {n: i for i, n in enumerate(modules)}
         params = all_parameters(self.model)
 
+        # constructs whose channels this closed-form space does not model are left unsearched:
+        # grouped convs, channel shuffles / chunks / pinned channels, partitioned groups
+        grouped = set(getattr(plan, "grouped", {}) or {})
+        constrained = {gi for pairs in [*getattr(plan, "ties", []), getattr(plan, "pins", []),
+                                        *[p for parts in getattr(plan, "chunks", []) for p in parts]]
+                       for gi, _ in pairs}
         candidates = []
-        for g in plan.groups:
-            if g["fixed"] or g["followers"] or not g["producers"]:
+        for gi, g in enumerate(plan.groups):
+            if g["fixed"] or g["followers"] or not g["producers"] or g.get("partitions") or gi in constrained:
                 continue
             if any(modules[p].weight.shape[0] != g["size"] for p in g["producers"]):
                 continue  # a concatenation: the producers are narrower than the group
+            touched = set(g["producers"]) | set(g["consumers"]) | set(g["depthwise"])
+            if touched & grouped or not all(isinstance(modules[p], _LAYERS) for p in g["producers"]):
+                continue
+            if not all(isinstance(modules[b], nn.modules.batchnorm._BatchNorm) for b in g["batchnorms"]):
+                continue
             producers = tuple(sorted(g["producers"], key=position.__getitem__))
             candidates.append((position[producers[0]], producers, g))
         candidates.sort(key=lambda c: c[0])
@@ -265,7 +283,7 @@ class SearchSpace:
                     depthwise_of[d] = gi
         terms, counted = [], 0
         for name, m in modules.items():
-            if not isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) or name not in per_module:
+            if not isinstance(m, _LAYERS) or name not in per_module:
                 continue
             base = int(per_module[name])
             counted += base
@@ -304,6 +322,22 @@ class SearchSpace:
             self._zero.append(tuple(names))
         self._state = dict(self.model.state_dict())
         self._static = self._static_features()
+        if verify:
+            self._verify()
+
+    def _verify(self) -> None:
+        """Self-check on half of every layer's channels: the closed-form MACs and the fast forward must equal
+        ``pk.count_macs`` and the output of :func:`prunekit.compact` (as ``compact`` checks itself)."""
+        ratios = [0.5] * len(self)
+        small = self.compact(ratios)
+        args = self.example_inputs if isinstance(self.example_inputs, tuple) else (self.example_inputs,)
+        with torch.no_grad():
+            ref = small(*args)
+            out = torch.func.functional_call(self.model, self._zeroed(ratios), args)
+        macs = count_macs(small, self.example_inputs)[0]
+        if macs != self.macs(ratios) or not torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(ref.abs().max()))):
+            raise ValueError("SearchSpace does not support a construct of this model (its closed-form MACs or "
+                             "its pruned forward disagree with pk.compact); pass layers= to search fewer layers")
 
     # ----------------------------------------------------------------------- ratios
 
