@@ -374,6 +374,14 @@ class _Tracer:
         if not output:
             return None
         out = self.fresh_for(node)
+        so = self.shape(node)
+        dims = {self.cd(a) for a in inputs if self.info.get(a) is not None and a not in self.consts}
+        if out is not None and len(dims) == 1 and so is not None:  # keep following the inputs' channel dim
+            d = dims.pop()
+            shapes = [self.shape(a) for a in inputs if a not in self.consts]
+            if d < len(so) and all(sh is not None and len(sh) == len(so) and sh[d] == so[d] for sh in shapes):
+                out = [(self.new(so[d], fixed=True), 1, None)]
+                self.cdim[node] = d
         if out is not None:  # what comes out is opaque too: whatever joins it may not lose channels
             self.space(out[0][0]).barriers.append(what)
         return out
@@ -761,7 +769,8 @@ class _Tracer:
         if ((fn and t in (torch.chunk, torch.split, torch.tensor_split)) or (not fn and t in ("chunk", "split"))) \
                 and len(args) == 1 and first is args[0] and isinstance(tm, (tuple, list)):
             return self.split(node, args[0])
-        if not isinstance(tm, TensorMetadata):  # several tensors out (split, chunk, ...)
+        if not isinstance(tm, TensorMetadata) and not (  # several tensors out (split, chunk, ...)
+                node.op == "call_module" and isinstance(self.modules[node.target], nn.MultiheadAttention)):
             return self.barrier(node, args)
         first = node.args[0] if node.args else None
         if any(a in self.gates for a in args) and not (
@@ -771,6 +780,17 @@ class _Tracer:
         if node.op == "call_module":
             m = self.modules[node.target]
             src = args[0] if args else None
+            if isinstance(m, nn.MultiheadAttention) and isinstance(tm, (tuple, list)) and tm \
+                    and isinstance(tm[0], TensorMetadata):
+                # attention mixes its inputs' channels: a barrier; its output (out_proj's channels,
+                # [.., E] last) is a fixed space of its own, so the residual stream stays one group
+                what = f"{_describe(node, self.modules)}: attention"
+                self.barrier(node, args, "attention", output=False)
+                out = self.new(tm[0].shape[-1], fixed=True)
+                self.space(out).barriers.append(what)
+                self.multi[node] = [[(out, 1, None)]] + [None] * (len(tm) - 1)
+                self.cdim[node] = len(tm[0].shape) - 1
+                return self.multi[node][0]
             if src is None or len(args) != 1 or first is not src:
                 return self.barrier(node, args)
             if isinstance(m, _CONV):

@@ -189,6 +189,11 @@ def test_vit_patch_embedding_channels_raise():
     model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
                                                  hidden_dim=32, mlp_dim=64, num_classes=5).eval()
     x = torch.randn(2, 3, 32, 32)
+    # the residual stream is one group through the blocks (attention and the class token are
+    # barriers on it, LayerNorms too), read by the MLPs and the head
+    stream = next(g for g in plan_channels(model, x).groups if "encoder.layers.encoder_layer_0.mlp.3" in g["producers"])
+    assert set(stream["producers"]) == {f"encoder.layers.encoder_layer_{i}.mlp.3" for i in (0, 1)}
+    assert set(stream["consumers"]) == {f"encoder.layers.encoder_layer_{i}.mlp.0" for i in (0, 1)} | {"heads.head"}
     masked = copy.deepcopy(model)
     pk.prune(masked, 0.25, criterion="random", seed=0, granularity="channel", scope="layer",
              include=["conv_proj.weight", "encoder.layers.encoder_layer_0.mlp.0.weight"])
