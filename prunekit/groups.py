@@ -66,18 +66,12 @@ def group_scores(model: nn.Module, scores: dict[str, torch.Tensor], example_inpu
     """Per prunable group: its channel scores and its producers' parameter names.
 
     Returns ``(scores, members)``, both keyed ``"group<i>"`` (``i`` indexes
-    ``plan_channels(model, example_inputs).groups``).
+    ``plan_channels(model, example_inputs).groups``). Groups that a channel shuffle ties
+    to others are left out (:func:`prune_groups` scores them by tie class).
     """
-    out, members, _ = _group_units(model, scores, example_inputs, reduction=reduction, normalise=normalise)
-    return out, members
-
-
-def _group_units(model: nn.Module, scores: dict[str, torch.Tensor], example_inputs, *,
-                 reduction: str | None, normalise: bool) -> tuple[dict, dict, dict]:
-    """:func:`group_scores`, plus per group the number of equal parts its grouped convs need."""
-    out, members, parts, _ = _units(model, scores, example_inputs, reduction=reduction, normalise=normalise)
+    out, members, _, _ = _units(model, scores, example_inputs, reduction=reduction, normalise=normalise)
     return ({k: v for k, v in out.items() if k.startswith("group")},
-            {k: v for k, v in members.items() if k.startswith("group")}, parts)
+            {k: v for k, v in members.items() if k.startswith("group")})
 
 
 class _Linked:
@@ -93,7 +87,7 @@ class _Linked:
         for node in list(self.parent):
             classes.setdefault(self.find(node), []).append(node)
         self.classes = classes                       # root -> its (group, channel) members
-        pinned = {self.find(p) for p in plan.pins}
+        pinned = {self.find(p) if p in self.parent else p for p in plan.pins}
         self.removable = {r for r, ms in classes.items()
                           if r not in pinned and all(g in prunable for g, _ in ms)}
         self.chunks = plan.chunks
@@ -115,7 +109,7 @@ def _units(model: nn.Module, scores: dict[str, torch.Tensor], example_inputs, *,
            reduction: str | None, normalise: bool) -> tuple[dict, dict, dict, tuple]:
     """The units :func:`prune_groups` allocates over: ``"group<i>"`` (a group's channel
     scores) and, for groups a channel shuffle ties together, ``"linked<i>+<j>..."`` (the
-    scores of its removable tie classes, the sum over their channels)."""
+    scores of its removable tie classes, the mean over their channels)."""
     reduction = check_reduction(reduction, parse_granularity("channel"))
     plan = plan_channels(model, example_inputs)
     chan, names_of, parts = {}, {}, {}

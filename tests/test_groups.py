@@ -223,3 +223,25 @@ def test_shufflenet_masks_are_what_compact_removes():
     small = pk.compact(net, x)
     assert small.stage2[0].branch2[0].out_channels == net.stage2[0].branch2[0].out_channels // 2
     assert pk.count_params(small) < 0.7 * pk.count_params(net)
+
+
+class Sliced(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head, self.aux = nn.Conv2d(3, 6, 1), nn.Conv2d(3, 2, 1), nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.head(y[:, 1:4]) + self.aux(y)
+
+
+def test_channels_pinned_by_a_constant_slice_are_not_pruned():
+    torch.manual_seed(0)
+    net = Sliced().eval()
+    x = torch.randn(2, 3, 4, 4)
+    masks = prune_groups(net, 0.5, x, exclude=["head.weight", "aux.weight"])
+    rows = masks["conv.weight"].reshape(6, -1).any(1)
+    assert rows[:4].all() and int(rows[4:].sum()) == 1  # channels 0..3 pinned; half of the other two go
+    small = pk.compact(net, x)
+    assert (small.conv.out_channels, small.head.in_channels, small.aux.in_channels) == (5, 3, 5)
+    torch.testing.assert_close(small(x), pk.zero_removed_channels(net, x)(x), rtol=1e-4, atol=1e-5)
