@@ -22,7 +22,8 @@ keep ``round(kept / g)`` channels (at least one), their best, so the conv keeps 
 group count and :func:`prunekit.compact` removes exactly what was chosen. With
 ``round_to=r`` every group keeps a multiple of ``r`` channels: the count removed is
 rounded down (kept rounded up) to the next multiple, and a group smaller than ``r``
-is kept whole; for a grouped-conv group the multiple is of ``lcm(r, g)``.
+is kept whole; for a grouped-conv group the multiple is of ``lcm(r, g)``. (Groups tied
+by a channel shuffle, below, are pruned by tie class and not rounded.)
 
 Groups that a **channel shuffle** ties together (:mod:`prunekit.surgery`: the channels
 a shuffle interleaves are kept or removed together) are pruned as one unit whose
