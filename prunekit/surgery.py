@@ -634,7 +634,8 @@ class _Tracer:
         tms = node.meta.get("tensor_meta")
         d = self.cd(src)
         name = getattr(node.target, "__name__", node.target)
-        if (name != "chunk" or self.shape(src) is None or not isinstance(dim, int) or dim % len(self.shape(src)) != d or not self.unit(src)
+        if (name != "chunk" or self.shape(src) is None or not isinstance(dim, int)
+                or dim % len(self.shape(src)) != d or not self.unit(src)
                 or not all(isinstance(t, TensorMetadata) and t.shape[d] == tms[0].shape[d] for t in tms)):
             return self.barrier(node, [src])
         pos, parts, start = self.positions(self.info[src]), [], 0

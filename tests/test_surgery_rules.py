@@ -174,7 +174,8 @@ def test_layer_scale_is_sliced_with_its_channels():
     small = check(model, torch.randn(2, 3, 4, 4))
     assert small.gamma.shape == (4, 1, 1) and isinstance(small.gamma, nn.Parameter)
     assert torch.equal(small.gamma.flatten(), model.gamma.flatten()[[0, 2, 3, 5]])
-    assert (small.stem.out_channels, small.conv.in_channels, small.conv.out_channels, small.head.in_features) == (4,) * 4
+    widths = (small.stem.out_channels, small.conv.in_channels, small.conv.out_channels, small.head.in_features)
+    assert widths == (4, 4, 4, 4)
 
 
 # --- tokens: Linear on [N, L, C], reshape, transpose, indexing -----------------------------
@@ -291,7 +292,7 @@ def test_chunk_parts_keep_equal_counts():
 
 
 def test_split_shuffle_unit_of_torchvision():
-    torchvision = pytest.importorskip("torchvision")
+    pytest.importorskip("torchvision")
     from torchvision.models.shufflenetv2 import InvertedResidual
 
     torch.manual_seed(0)
