@@ -37,7 +37,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 # every chapter page: (path, the start of its <h1>)
-CHAPTERS = {"book/01_introduction.html": "Introduction", "book/02_speedup.html": "Universal or specific speedup"}
+CHAPTERS = {"book/01_introduction.html": "Introduction", "book/02_speedup.html": "Universal or specific speedup",
+            "book/04_criteria.html": "How to prune (1): pruning criteria",
+            "book/04_learning.html": "How to prune (2): learning to prune"}
 INTRO = "book/intro.html"
 # <link rel=...> values that make the browser fetch something
 LOADING_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "shortcut", "manifest",
@@ -272,6 +274,24 @@ def test_landing_page_renders_math_offline(browser, server):
         context.close()
 
 
+def _slider_state(page, slider, first: int, n: int):
+    """(visible frame index within the slider, its src, the label text); exactly one is visible."""
+    frames = [(i - first, v, w) for i, v, w in _visible_frames(page)[first:first + n] if v]
+    assert len(frames) == 1, f"exactly one frame must be visible: {frames}"
+    i, _, natural_width = frames[0]
+    assert natural_width > 0, "visible frame did not decode"
+    src = slider.locator(".pk-slider-frame").nth(i).get_attribute("src")
+    return i, src, slider.locator(".pk-slider-value").inner_text().strip()
+
+
+def _expected_frame(slider) -> int:
+    """choice * (frames per choice) + slider position, as the page's handler computes it."""
+    per_choice = int(slider.get_attribute("data-n"))
+    value = int(slider.locator(".pk-slider-input").input_value())
+    menu = slider.locator(".pk-slider-choice")
+    return (int(menu.input_value()) if menu.count() else 0) * per_choice + value
+
+
 @pytest.mark.parametrize("chapter", list(CHAPTERS))
 def test_chapter_slider_moves_without_kernel(browser, server, chapter):
     context, page, log = _open(browser, server, chapter)
@@ -279,38 +299,41 @@ def test_chapter_slider_moves_without_kernel(browser, server, chapter):
         _wait_for_mathjax(page, log)
         sliders = page.locator(".pk-slider")
         assert sliders.count() >= 1
-        slider = sliders.first
-        inp = slider.locator(".pk-slider-input")
-        label = slider.locator(".pk-slider-value")
-        n = slider.locator(".pk-slider-frame").count()
-        assert n >= 3
+        first = 0
+        for k in range(sliders.count()):  # every slider on the page
+            slider = sliders.nth(k)
+            inp = slider.locator(".pk-slider-input")
+            n = slider.locator(".pk-slider-frame").count()
+            assert n >= 3
+            state = lambda: _slider_state(page, slider, first, n)  # noqa: E731
 
-        def state():
-            frames = [f for f in _visible_frames(page)[:n] if f[1]]
-            assert len(frames) == 1, f"exactly one frame must be visible: {frames}"
-            i, _, natural_width = frames[0]
-            assert natural_width > 0, "visible frame did not decode"
-            src = slider.locator(".pk-slider-frame").nth(i).get_attribute("src")
-            return i, src, label.inner_text().strip()
+            i0, src0, text0 = state()
+            assert i0 == _expected_frame(slider)
 
-        i0, src0, text0 = state()
-        start = int(inp.get_attribute("value"))
-        assert i0 == start
+            # move it like a reader: keyboard (from the first position, so there is a next one)
+            inp.evaluate("(el) => { el.value = 0; el.dispatchEvent(new Event('input', {bubbles: true})); }")
+            i0, src0, text0 = state()
+            inp.focus()
+            page.keyboard.press("ArrowRight")
+            i1, src1, text1 = state()
+            assert i1 == i0 + 1 == _expected_frame(slider) and src1 != src0 and text1 != text0
+            alt = slider.locator(".pk-slider-frame").nth(i1).get_attribute("alt")
+            assert alt.endswith(text1)
+            assert inp.get_attribute("aria-valuetext") == text1
 
-        # move it like a reader: keyboard
-        inp.focus()
-        page.keyboard.press("ArrowRight")
-        i1, src1, text1 = state()
-        assert i1 == i0 + 1 and src1 != src0 and text1 != text0
-        alt = slider.locator(".pk-slider-frame").nth(i1).get_attribute("alt")
-        assert alt.endswith(text1)
-
-        # and programmatically: set the value, fire the input event
-        target = next(j for j in (n - 1, 0, *range(n)) if j not in (i0, i1))
-        inp.evaluate(f"(el) => {{ el.value = {target}; el.dispatchEvent(new Event('input', {{bubbles: true}})); }}")
-        i2, src2, text2 = state()
-        assert i2 == target and src2 not in (src0, src1) and text2 not in (text0, text1)
-        assert inp.get_attribute("aria-valuetext") == text2
+            # a menu of choices (if any) switches to that choice's frames, keeping the position
+            menu = slider.locator(".pk-slider-choice")
+            if menu.count():
+                options = menu.locator("option").count()
+                assert options * int(slider.get_attribute("data-n")) == n
+                target = (int(menu.input_value()) + 1) % options
+                menu.select_option(str(target))
+                i2, src2, text2 = state()
+                assert i2 == _expected_frame(slider) == target * int(slider.get_attribute("data-n")) + 1
+                assert src2 != src1 and text2 == text1
+                alt = slider.locator(".pk-slider-frame").nth(i2).get_attribute("alt")
+                assert menu.locator("option").nth(target).inner_text().strip() in alt
+            first += n
         _assert_clean(page, log)
     finally:
         context.close()
@@ -320,9 +343,13 @@ def test_chapter_slider_moves_without_kernel(browser, server, chapter):
 def test_slider_default_frame_without_javascript(browser, server, chapter):
     context, page, log = _open(browser, server, chapter, java_script_enabled=False)
     try:
-        frames = page.locator(".pk-slider").first.locator(".pk-slider-frame")
+        slider = page.locator(".pk-slider").first
+        frames = slider.locator(".pk-slider-frame")
         visible = [i for i in range(frames.count()) if frames.nth(i).is_visible()]
-        default = int(page.locator(".pk-slider-input").first.get_attribute("value"))
+        default = int(slider.locator(".pk-slider-input").get_attribute("value"))
+        chosen = slider.locator(".pk-slider-choice option[selected]")
+        if chosen.count():  # the menu's default choice, read from the markup (no JavaScript here)
+            default += int(chosen.get_attribute("value")) * int(slider.get_attribute("data-n"))
         assert visible == [default]
         assert not log.foreign
     finally:
