@@ -24,15 +24,19 @@ _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 # --------------------------------------------------------------------------- arguments
 
+def check_optional_count(name: str, value: object, meaning: str, none_means: str) -> int | None:
+    """``value`` as a positive int, or ``None``; the error says what the number is and what ``None`` means."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        error = TypeError if isinstance(value, bool) or not isinstance(value, Integral) else ValueError
+        raise error(f"{name} must be a positive int ({meaning}) or None ({none_means}), got {value!r}")
+    return int(value)
+
+
 def check_batches(batches: object) -> int | None:
     """``batches``: how many batches of ``data`` to use (``None`` = all)."""
-    if batches is None:
-        return None
-    if isinstance(batches, bool) or not isinstance(batches, Integral):
-        raise TypeError(f"batches must be a positive int or None (all batches), got {batches!r}")
-    if batches < 1:
-        raise ValueError(f"batches must be a positive int or None (all batches), got {batches!r}")
-    return int(batches)
+    return check_optional_count("batches", batches, "how many batches of data", "all batches")
 
 
 def check_loss_fn(loss_fn: object) -> LossFn:

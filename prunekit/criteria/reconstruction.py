@@ -94,7 +94,7 @@ from torch import nn
 from ..allocation import check_sparsity
 from ..targets import Target, effective, find_targets
 from . import register
-from ._common import check_batches, check_choice, iter_batches, model_device, preserved
+from ._common import check_batches, check_choice, check_optional_count, iter_batches, model_device, preserved
 
 __all__ = ["thinet", "lasso_channel", "obs", "contribution_gram", "thinet_order", "thinet_scaling", "lasso_order",
            "lasso_select", "next_layers", "thinet_prune", "lasso_channel_prune", "obs_prune_layer", "obs_prune"]
@@ -112,13 +112,7 @@ _SPATIAL_FUNCS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_
 # ------------------------------------------------------------------------- arguments
 
 def _check_locations(locations: object) -> int | None:
-    if locations is None:
-        return None
-    if isinstance(locations, bool) or not isinstance(locations, int):
-        raise TypeError(f"locations must be a positive int (positions sampled per image) or None (all), got {locations!r}")
-    if locations < 1:
-        raise ValueError(f"locations must be a positive int (positions sampled per image) or None (all), got {locations!r}")
-    return locations
+    return check_optional_count("locations", locations, "positions sampled per image", "all")
 
 
 def _check_damp(damp: object) -> float:
