@@ -422,9 +422,14 @@ def thinet_scaling(gram: torch.Tensor, keep: Iterable[int]) -> torch.Tensor:
           "(Luo et al. 2017, Algorithm 1)", needs_data=True, level="channel", reference="luo2017thinet")
 def thinet(model: nn.Module, targets: list[Target], data: Iterable, *, batches: int | None = None,
            locations: int | None = None, seed: int = 0, missing: str = "self") -> dict[str, torch.Tensor]:
+    return _ordered_channels(model, targets, data, batches, locations, seed, missing, "thinet", thinet_order)
+
+
+def _ordered_channels(model, targets, data, batches, locations, seed, missing, criterion, order) -> dict:
+    """Channel scores from a removal ``order`` (``thinet_order`` / ``lasso_order``) of each Gram matrix."""
     batches, locations = check_batches(batches), _check_locations(locations)
-    grams = _channel_grams(model, targets, data, batches, locations, seed, missing, "thinet")
-    return {t.name: _order_to_scores(thinet_order(grams[t.name][0]), t) for t in targets if t.name in grams}
+    grams = _channel_grams(model, targets, data, batches, locations, seed, missing, criterion)
+    return {t.name: _order_to_scores(order(grams[t.name][0]), t) for t in targets if t.name in grams}
 
 
 # --------------------------------------------------------------------- He et al. 2017
@@ -534,9 +539,7 @@ def lasso_select(gram: torch.Tensor, n_keep: int, iters: int = 60) -> tuple[list
           "path of the next layer's reconstruction", needs_data=True, level="channel", reference="he2017channel")
 def lasso_channel(model: nn.Module, targets: list[Target], data: Iterable, *, batches: int | None = None,
                   locations: int | None = None, seed: int = 0, missing: str = "self") -> dict[str, torch.Tensor]:
-    batches, locations = check_batches(batches), _check_locations(locations)
-    grams = _channel_grams(model, targets, data, batches, locations, seed, missing, "lasso_channel")
-    return {t.name: _order_to_scores(lasso_order(grams[t.name][0]), t) for t in targets if t.name in grams}
+    return _ordered_channels(model, targets, data, batches, locations, seed, missing, "lasso_channel", lasso_order)
 
 
 # ------------------------------------------------------- pruning one layer's channels
