@@ -29,3 +29,16 @@ def assert_untouched(model: nn.Module, snap: dict) -> None:
     assert now["state"].keys() == snap["state"].keys()
     for k in snap["state"]:
         assert torch.equal(now["state"][k], snap["state"][k]), k
+
+
+def randomise_bn(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine, so removed channels carry a BN shift."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.randn(m.num_features, generator=g))
+                m.bias.copy_(torch.randn(m.num_features, generator=g))
+    return model

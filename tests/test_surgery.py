@@ -12,20 +12,7 @@ import prunekit as pk
 from prunekit.models import MLP, ResNet, SmallCNN
 from prunekit.surgery import compact, plan_channels, zero_removed_channels
 
-from helpers import assert_untouched, snapshot, tiny_cnn
-
-
-def randomise_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine, so removed channels carry a BN shift."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.randn(m.num_features, generator=g))
-                m.bias.copy_(torch.randn(m.num_features, generator=g))
-    return model
+from helpers import assert_untouched, randomise_bn, snapshot, tiny_cnn
 
 
 def channel_prune(model: nn.Module, sparsity: float = 0.5, seed: int = 0) -> nn.Module:

@@ -11,19 +11,12 @@ from torch import nn
 import prunekit as pk
 from prunekit.surgery import _balance, compact, plan_channels, zero_removed_channels
 
+import helpers
 from helpers import assert_untouched, snapshot
 
 
 def randomise_bn(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.randn(m.num_features, generator=g))
-                m.bias.copy_(torch.randn(m.num_features, generator=g))
-    return model.eval()
+    return helpers.randomise_bn(model).eval()
 
 
 def mask_rows(model: nn.Module, name: str, rows: list[int]) -> nn.Module:
