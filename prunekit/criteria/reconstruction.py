@@ -91,6 +91,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._checks import check_model
 from ..allocation import check_sparsity
 from ..targets import Target, effective, find_targets
 from . import register
@@ -548,14 +549,19 @@ def _n_remove(sparsity: float, c: int) -> int:
     return min(round(sparsity * c), c - 1)  # as make_masks (channel granularity, one channel kept)
 
 
-def _prepare(model, layer, sparsity, data, batches, locations, seed):
-    """Validate, find layer i+1 and collect its input statistics (the model is not modified)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+def _layer_arguments(model, layer, sparsity, data) -> tuple[Target, float]:
+    """The checks every one-layer prune function starts with: the layer's target and the sparsity."""
+    check_model(model)
     t = _target_by_name(model, layer)
     sparsity = check_sparsity(sparsity)
     if data is None:
         raise ValueError("data is required: pass data=an iterable of (inputs, targets) batches")
+    return t, sparsity
+
+
+def _prepare(model, layer, sparsity, data, batches, locations, seed):
+    """Validate, find layer i+1 and collect its input statistics (the model is not modified)."""
+    t, sparsity = _layer_arguments(model, layer, sparsity, data)
     batches, locations = check_batches(batches), _check_locations(locations)
     consumer = next_layers(model, [t])[t.name]
     if consumer is None:
@@ -773,12 +779,7 @@ def obs_prune(model: nn.Module, layer: str, sparsity: float, data: Iterable, *, 
     collected on ``data``: the weight is replaced by the OBS-updated one and masked; returns
     ``{layer: mask}``. For the layer's inputs only ``XᵀX`` is needed, so ``inputs`` here is a
     square root of it (same ``H``). Errors as :func:`thinet_prune`."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    t = _target_by_name(model, layer)
-    sparsity = check_sparsity(sparsity)
-    if data is None:
-        raise ValueError("data is required: pass data=an iterable of (inputs, targets) batches")
+    t, sparsity = _layer_arguments(model, layer, sparsity, data)
     batches, damp = check_batches(batches), _check_damp(damp)
     check_choice("scope", scope, ("row", "layer"))
     _obs_layer_ok(t)
