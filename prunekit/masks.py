@@ -62,7 +62,27 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     for name, m in checked.items():
         t = params[name]
         torch_prune.custom_from_mask(t.module, t.attr, m.to(t.parameter.device))
+    _refresh_attention_projections(model)
     return model
+
+
+def _refresh_out_proj(mha: nn.Module, args) -> None:
+    """Forward pre-hook of an ``nn.MultiheadAttention``: recompute ``out_proj.weight`` from its mask.
+
+    ``nn.MultiheadAttention`` reads ``out_proj.weight`` directly instead of calling
+    ``out_proj``, so the pre-hook that ``torch.nn.utils.prune`` puts on ``out_proj`` never
+    runs, and the masked weight would go stale when the optimiser changes ``weight_orig``.
+    """
+    for hook in _pruning_hooks(mha.out_proj):
+        setattr(mha.out_proj, hook._tensor_name, hook.apply_mask(mha.out_proj))
+
+
+def _refresh_attention_projections(model: nn.Module) -> None:
+    """Give each ``nn.MultiheadAttention`` whose ``out_proj`` is masked the refreshing pre-hook, once."""
+    for m in model.modules():
+        if isinstance(m, nn.MultiheadAttention) and _pruning_hooks(m.out_proj):
+            if _refresh_out_proj not in m._forward_pre_hooks.values():
+                m.register_forward_pre_hook(_refresh_out_proj)
 
 
 def _pruning_hooks(module: nn.Module) -> list[torch_prune.BasePruningMethod]:
@@ -91,6 +111,10 @@ def remove_masks(model: nn.Module, names: Iterable[str] | None = None) -> nn.Mod
     for n in chosen:
         t = masked[n]
         torch_prune.remove(t.module, t.attr)
+    for m in model.modules():
+        if isinstance(m, nn.MultiheadAttention) and not _pruning_hooks(m.out_proj):
+            for key in [k for k, h in m._forward_pre_hooks.items() if h is _refresh_out_proj]:
+                del m._forward_pre_hooks[key]
     return model
 
 
