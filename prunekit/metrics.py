@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .targets import PRUNABLE_TYPES, all_parameters
 
@@ -100,12 +100,26 @@ def layer_sparsity(model: nn.Module) -> dict[str, float]:
             if isinstance(t.module, PRUNABLE_TYPES) and t.attr == "weight"}
 
 
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of the CPU flash-attention kernel: the same two matrix products as the other SDPA kernels."""
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+#: Kernels ``torch.utils.flop_counter`` has no formula for (scaled-dot-product attention on CPU).
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+
+
 def count_macs(model: nn.Module, example_inputs) -> tuple[int, dict[str, int]]:
     """Dense MACs of one forward pass: (total, {module_name: MACs}) for modules with MACs."""
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(*args)
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # its fused kernel hides nn.MultiheadAttention from the counter
+    try:
+        with torch.no_grad(), counter:
+            model(*args)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     counts = counter.get_flop_counts()
     total = sum(counts.get("Global", {}).values()) // 2
     per_module: dict[str, int] = {}

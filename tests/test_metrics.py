@@ -57,3 +57,21 @@ def test_latency_returns_a_timing():
     t = pk.latency(nn.Linear(16, 16), torch.randn(1, 16), min_run_time=0.05)
     assert t.median > 0 and t.iqr >= 0 and t.runs >= 1 and t.threads == 1
     assert "ms" in str(t)
+
+
+def test_macs_of_torch_multihead_attention_in_eval_mode():
+    """Projections (4 L d^2) and the two attention products (2 L^2 d), also where eval mode would
+    take nn.MultiheadAttention's fused fast path; the fast-path setting is restored."""
+
+    class Attend(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    before = torch.backends.mha.get_fastpath_enabled()
+    L, d = 10, 16
+    assert pk.count_macs(Attend().eval(), torch.randn(1, L, d))[0] == 4 * L * d * d + 2 * L * L * d
+    assert torch.backends.mha.get_fastpath_enabled() == before
