@@ -316,45 +316,41 @@ def evolutionary_search(net: PruningNet, space: SearchSpace, batch: tuple[torch.
     def admissible(cand: tuple[int, ...], fresh: set) -> bool:
         return cand not in tested and cand not in fresh and space.macs_of_kept(cand) <= limit
 
-    def random_candidates(n: int, fresh: set) -> list:
+    def draw(n: int, fresh: set, make) -> list:
+        """Up to ``n`` new admissible candidates from ``make()``, within ``max_tries`` draws."""
         out, tries = [], 0
         while len(out) < n and tries < max_tries:
             tries += 1
-            cand = tuple(ch[rand_index(len(ch))] for ch in choices)
+            cand = make()
             if admissible(cand, fresh):
                 out.append(cand)
                 fresh.add(cand)
         return out
+
+    def random_candidates(n: int, fresh: set) -> list:
+        return draw(n, fresh, lambda: tuple(ch[rand_index(len(ch))] for ch in choices))
+
+    def mutate(parents: list) -> tuple[int, ...]:
+        p = parents[rand_index(len(parents))]
+        cand = []
+        for k, ch in zip(p, choices):
+            i = ch.index(k)
+            if len(ch) > 1 and float(torch.rand((), generator=gen)) < mutation_prob:
+                i = (i + 1 + rand_index(len(ch) - 1)) % len(ch)  # a different width
+            cand.append(ch[i])
+        return tuple(cand)
+
+    def cross(parents: list) -> tuple[int, ...]:
+        i = rand_index(len(parents))
+        j = (i + 1 + rand_index(len(parents) - 1)) % len(parents)
+        mask = torch.rand(len(choices), generator=gen) < 0.5
+        return tuple(a if m else b for a, b, m in zip(parents[i], parents[j], mask.tolist()))
 
     def mutations(parents: list, n: int, fresh: set) -> list:
-        out, tries = [], 0
-        while len(out) < n and tries < max_tries:
-            tries += 1
-            p = parents[rand_index(len(parents))]
-            cand = []
-            for k, ch in zip(p, choices):
-                i = ch.index(k)
-                if len(ch) > 1 and float(torch.rand((), generator=gen)) < mutation_prob:
-                    i = (i + 1 + rand_index(len(ch) - 1)) % len(ch)  # a different width
-                cand.append(ch[i])
-            cand = tuple(cand)
-            if admissible(cand, fresh):
-                out.append(cand)
-                fresh.add(cand)
-        return out
+        return draw(n, fresh, lambda: mutate(parents))
 
     def crossovers(parents: list, n: int, fresh: set) -> list:
-        out, tries = [], 0
-        while len(out) < n and tries < max_tries and len(parents) >= 2:
-            tries += 1
-            i = rand_index(len(parents))
-            j = (i + 1 + rand_index(len(parents) - 1)) % len(parents)
-            mask = torch.rand(len(choices), generator=gen) < 0.5
-            cand = tuple(a if m else b for a, b, m in zip(parents[i], parents[j], mask.tolist()))
-            if admissible(cand, fresh):
-                out.append(cand)
-                fresh.add(cand)
-        return out
+        return draw(n, fresh, lambda: cross(parents)) if len(parents) >= 2 else []
 
     history: list[dict] = []
     top: list[tuple[float, tuple[int, ...]]] = []
