@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..targets import Target, effective
+from ..targets import Target
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -295,6 +295,25 @@ def following_batchnorm(model: nn.Module, targets: list[Target]) -> dict[str, nn
     return result
 
 
+def forward_with_hooks(model: nn.Module, data: Iterable, batches: int | None,
+                       hooks: list[tuple[nn.Module, Callable, bool]]) -> None:
+    """Run ``model`` on the first ``batches`` of ``data`` (no grad) with ``hooks`` attached, then remove them.
+
+    Each hook is ``(module, fn, pre)``: a forward pre-hook when ``pre``, else a forward hook;
+    they are removed even when the forward pass raises.
+    """
+    handles = []
+    try:
+        for module, fn, pre in hooks:
+            handles.append(module.register_forward_pre_hook(fn) if pre else module.register_forward_hook(fn))
+        with torch.no_grad():
+            for x, _ in iter_batches(data, batches, model_device(model)):
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def channel_activations(model: nn.Module, targets: list[Target], data: Iterable, batches: int | None,
                         reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
     """Run ``data`` through ``model`` and, for each target, sum ``reduce(a)`` over batches, where
@@ -304,7 +323,6 @@ def channel_activations(model: nn.Module, targets: list[Target], data: Iterable,
     """
     bns = following_batchnorm(model, targets)
     acc: dict[str, object] = {}
-    handles = []
 
     def make_hook(t: Target, linear_like: bool):
         width = out_channels(t)
@@ -328,20 +346,15 @@ def channel_activations(model: nn.Module, targets: list[Target], data: Iterable,
                 acc[t.name] = prev + r  # type: ignore[operator]
         return hook
 
-    try:
-        for t in targets:
-            bn = bns[t.name]
-            watched = bn if bn is not None else t.module
-            linear_like = bn is None and isinstance(t.module, nn.Linear)
-            if bn is not None and isinstance(bn, nn.BatchNorm1d):
-                linear_like = False
-            handles.append(watched.register_forward_hook(make_hook(t, linear_like)))
-        with torch.no_grad():
-            for x, _ in iter_batches(data, batches, model_device(model)):
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    hooks = []
+    for t in targets:
+        bn = bns[t.name]
+        watched = bn if bn is not None else t.module
+        linear_like = bn is None and isinstance(t.module, nn.Linear)
+        if bn is not None and isinstance(bn, nn.BatchNorm1d):
+            linear_like = False
+        hooks.append((watched, make_hook(t, linear_like), False))
+    forward_with_hooks(model, data, batches, hooks)
     missing = [t.name for t in targets if t.name not in acc]
     if missing:
         raise ValueError(f"the layers of {missing} were not called in the forward pass; activation criteria need them")

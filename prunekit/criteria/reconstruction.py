@@ -95,7 +95,7 @@ from .._checks import check_model
 from ..allocation import check_sparsity
 from ..targets import Target, effective, find_targets
 from . import register
-from ._common import check_batches, check_choice, check_optional_count, iter_batches, model_device, preserved
+from ._common import check_batches, check_choice, check_optional_count, forward_with_hooks, preserved
 
 __all__ = ["thinet", "lasso_channel", "obs", "contribution_gram", "thinet_order", "thinet_scaling", "lasso_order",
            "lasso_select", "next_layers", "thinet_prune", "lasso_channel_prune", "obs_prune_layer", "obs_prune"]
@@ -277,7 +277,6 @@ def _collect(model: nn.Module, data: Iterable, batches: int | None, watch: dict[
     ``what="energy"``: ``sum y_c²`` per output channel of the module's output."""
     acc: dict[str, dict] = {k: {"n": 0, "stat": None} for k in watch}
     gen = torch.Generator().manual_seed(seed)
-    handles = []
 
     def input_hook(key, module):
         def hook(mod, args):
@@ -301,18 +300,9 @@ def _collect(model: nn.Module, data: Iterable, batches: int | None, watch: dict[
             a["n"] += 1
         return hook
 
-    try:
-        for key, (module, what) in watch.items():
-            if what == "inputs":
-                handles.append(module.register_forward_pre_hook(input_hook(key, module)))
-            else:
-                handles.append(module.register_forward_hook(output_hook(key, module)))
-        with torch.no_grad():
-            for x, _ in iter_batches(data, batches, model_device(model)):
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_with_hooks(model, data, batches, [
+        (module, input_hook(key, module), True) if what == "inputs" else (module, output_hook(key, module), False)
+        for key, (module, what) in watch.items()])
     missing = [k for k, a in acc.items() if a["stat"] is None]
     if missing:
         raise ValueError(f"the layers {missing} were not called in the forward pass")
