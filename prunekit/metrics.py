@@ -13,6 +13,9 @@ kernel executes, nor the latency; structured pruning cuts all of them. Blalock e
   :func:`prunekit.remove_masks`), and the sparse size if each pruned tensor is stored as
   its non-zero values plus a 1-bit-per-weight bitmap.
 * Latency: :class:`torch.utils.benchmark.Timer`, median and interquartile range.
+  :func:`compare_latency` times several models in interleaved rounds (a busy machine
+  slows them alike), and :func:`timing_claim` re-measures before it calls a comparison
+  false, so a claim such as "the compacted model is faster" holds on a loaded laptop.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -211,3 +215,77 @@ def latency(model: nn.Module, example_inputs, *, threads: int = 1, min_run_time:
     )
     m = timer.blocked_autorange(min_run_time=min_run_time)
     return Timing(m.median, m.iqr, len(m.times), threads)
+
+
+def compare_latency(candidates: Mapping[str, Callable], example_inputs, *, rounds: int = 3,
+                    threads: int = 1, min_run_time: float = 0.2,
+                    progress: bool = False) -> dict[str, Timing]:
+    """Time several models (or callables) in ``rounds`` interleaved rounds.
+
+    Each round times every candidate once with :func:`latency`; each candidate keeps its
+    least disturbed round (the lowest median). Interleaving means a burst of load from
+    another process slows every candidate of a round alike, so the *ratios* between them
+    survive a busy machine far better than two separate measurements do.
+
+    ``example_inputs`` is one input (or tuple of inputs) for all candidates, or a mapping
+    with one entry per candidate name (e.g. channels-last tensors for some of them).
+
+    >>> import torch, torch.nn as nn
+    >>> t = compare_latency({"small": nn.Linear(4, 4), "big": nn.Linear(4, 256)},
+    ...                     torch.zeros(8, 4), rounds=1, min_run_time=0.01)
+    >>> sorted(t)
+    ['big', 'small']
+    """
+    if not isinstance(candidates, Mapping) or not candidates:
+        raise TypeError("candidates must be a non-empty mapping {name: model or callable}, "
+                        f"got {type(candidates).__name__}")
+    for name, fn in candidates.items():
+        if not callable(fn):
+            raise TypeError(f"candidates[{name!r}] must be callable, got {type(fn).__name__}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    if isinstance(example_inputs, Mapping):
+        missing = sorted(set(candidates) - set(example_inputs))
+        if missing:
+            raise ValueError(f"example_inputs has no entry for {missing}")
+        inputs_of = dict(example_inputs)
+    else:
+        inputs_of = {name: example_inputs for name in candidates}
+    best: dict[str, Timing] = {}
+    iterator = range(rounds)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=f"timing, {rounds} interleaved rounds")
+    for _ in iterator:
+        for name, fn in candidates.items():
+            t = latency(fn, inputs_of[name], threads=threads, min_run_time=min_run_time)
+            if name not in best or t.median < best[name].median:
+                best[name] = t
+    return best
+
+
+def timing_claim(measure: Callable[[], Any], claim: Callable[[Any], bool], *,
+                 attempts: int = 3) -> tuple[bool, Any]:
+    """Check a claim about timings, re-measuring when it fails, up to ``attempts`` times.
+
+    ``measure()`` returns timings (e.g. from :func:`compare_latency`); ``claim(timings)``
+    says whether the claim holds for them. A failure on a shared machine is often a burst
+    of load, not a fact, so the claim is only called false when every attempt says so.
+    Returns ``(held, timings)`` with the timings of the last attempt. State claims with a
+    wide margin (e.g. "faster", not "1.9x faster"): they must also hold under 2x load.
+
+    >>> held, _ = timing_claim(lambda: {"a": 1.0, "b": 2.0}, lambda t: t["a"] < t["b"])
+    >>> held
+    True
+    """
+    if not callable(measure) or not callable(claim):
+        raise TypeError("measure and claim must be callables")
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ValueError(f"attempts must be a positive int, got {attempts!r}")
+    timings = None
+    for _ in range(attempts):
+        timings = measure()
+        if claim(timings):
+            return True, timings
+    return False, timings

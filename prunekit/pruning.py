@@ -107,7 +107,7 @@ def make_masks(
       construction: ``scope`` is validated and ignored. ``"layer"`` granularity
       supports ``"global"`` only.
       In global scope channel scores reduced from weight scores are normalised by the
-      channel size (l2 -> RMS, l1 -> mean |s|, sum -> mean) so that layers with a
+      channel size (l2 -> RMS, l1 -> mean ``|s|``, sum -> mean) so that layers with a
       different fan-in compete fairly; within a layer this changes no ranking.
     * ``reduction`` -- how weight scores become one unit score: ``"l1"``, ``"l2"``,
       ``"sum"``, ``"mean"``; ``None`` = the granularity's default (``"l2"`` for

@@ -16,7 +16,35 @@ from torch import nn
 
 from .masks import get_masks
 
-KEPT, PRUNED = "#1f4e79", "#f2f2f2"
+#: Kept weights are blue (darker = larger ``|w|``); pruned weights are orange, a hue no kept
+#: weight can take, so even 20% scattered zeros are visible.
+KEPT, PRUNED = "#1f4e79", "#f39c4a"
+
+#: The book's figure style: drawn at the column's width (7 in at 100 dpi = 700 px, the
+#: width of the site's text column), with text of 11 pt, so that it stays >= 10 pt on a
+#: desktop page. Applied by :func:`use_book_style`.
+BOOK_STYLE = {
+    "figure.figsize": (7.0, 3.6),
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 11,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "legend.title_fontsize": 10,
+    "figure.titlesize": 12,
+}
+
+
+def use_book_style() -> None:
+    """Set matplotlib's defaults to the book's figure style (:data:`BOOK_STYLE`).
+
+    Figures then fill the site's text column with readable text. Use
+    ``figsize=(7, h)`` when a figure needs another height, never a larger width.
+    """
+    plt.rcParams.update(BOOK_STYLE)
 
 
 def _as_2d(t: torch.Tensor) -> np.ndarray:
@@ -30,28 +58,36 @@ def mask_heatmap(mask: torch.Tensor, weight: torch.Tensor | None = None, *, ax=N
                  title: str | None = None, max_cols: int | None = None):
     """Show a layer's mask: rows = output units, columns = inputs (x kernel positions).
 
-    With ``weight``, kept entries are shaded by |w| (darker = larger) and pruned entries
-    are blank; without it the picture is binary (dark = kept).
+    With ``weight``, kept entries are shaded by ``|w|`` (darker blue = larger, with a colour
+    bar) and pruned entries are orange; without it the picture is binary (dark blue =
+    kept, orange = pruned). A legend names the pruned colour.
     """
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
     if weight is not None and weight.shape != mask.shape:
         raise ValueError(f"weight has shape {tuple(weight.shape)} but mask has shape {tuple(mask.shape)}")
-    ax = ax if ax is not None else plt.figure(figsize=(6, 3)).gca()
+    ax = ax if ax is not None else plt.figure(figsize=(7, 3)).gca()
     m = _as_2d(mask.bool())
     cols = slice(None, max_cols)
     if weight is None:
-        ax.imshow(m[:, cols], cmap=ListedColormap([PRUNED, KEPT]), vmin=0, vmax=1,
-                  aspect="auto", interpolation="nearest")
+        image = ax.imshow(m[:, cols], cmap=ListedColormap([PRUNED, KEPT]), vmin=0, vmax=1,
+                          aspect="auto", interpolation="nearest")
+        bar = ax.figure.colorbar(image, ax=ax, fraction=0.05, pad=0.02, ticks=[0.25, 0.75])
+        bar.ax.set_yticklabels(["pruned", "kept"])
     else:
         w = np.abs(_as_2d(weight)) * m
         shown = np.ma.masked_where(m == 0, w)[:, cols]
-        cmap = plt.get_cmap("Blues").with_extremes(bad=PRUNED)
-        ax.imshow(shown, cmap=cmap, vmin=0, vmax=max(float(w.max()), 1e-12), aspect="auto",
-                  interpolation="nearest")
-    kind = "inputs x kernel positions" if mask.dim() > 2 else "inputs"
-    ax.set_xlabel(f"{kind}" + (f" (first {max_cols})" if max_cols and m.shape[1] > max_cols else ""))
-    ax.set_ylabel("output units")
+        # Blues from 30% on: the smallest kept weight is light blue, never white
+        blues = ListedColormap(plt.get_cmap("Blues")(np.linspace(0.3, 1.0, 256)))
+        image = ax.imshow(shown, cmap=blues.with_extremes(bad=PRUNED, under=PRUNED), vmin=0,
+                          vmax=max(float(w.max()), 1e-12), aspect="auto", interpolation="nearest")
+        # the colour bar's orange end (extend="min") is the pruned colour
+        ax.figure.colorbar(image, ax=ax, label="|w| kept (orange: pruned)", fraction=0.05,
+                           pad=0.02, extend="min")
+    kind = "input channel x kernel position" if mask.dim() > 2 else "input"
+    ax.set_xlabel(f"{kind}" + (f" (first {max_cols} of {m.shape[1]})"
+                               if max_cols and m.shape[1] > max_cols else ""))
+    ax.set_ylabel("output unit (filter)" if mask.dim() > 2 else "output unit")
     kept = float(m.mean())
     ax.set_title(title if title is not None else f"kept {kept:.0%} of {m.size:,} weights")
     return ax
@@ -80,7 +116,7 @@ def sparsity_bars(series: Mapping[str, object] | nn.Module, *, ax=None, title: s
         series = {"": series}
     data = {label: _sparsities(v) for label, v in series.items()}
     layers = list(next(iter(data.values())))
-    ax = ax if ax is not None else plt.figure(figsize=(6, 3)).gca()
+    ax = ax if ax is not None else plt.figure(figsize=(7, 3)).gca()
     width = 0.8 / len(data)
     x = np.arange(len(layers))
     for i, (label, sp) in enumerate(data.items()):
@@ -102,7 +138,7 @@ def accuracy_curve(results: Mapping[str, tuple[Sequence[float], Sequence[float]]
                    dense_accuracy: float | None = None, chance: float | None = None,
                    title: str | None = None, marker: float | None = None):
     """Accuracy against sparsity, one line per method: ``{label: (sparsities, accuracies)}``."""
-    ax = ax if ax is not None else plt.figure(figsize=(6, 3.5)).gca()
+    ax = ax if ax is not None else plt.figure(figsize=(7, 3.5)).gca()
     for label, (xs, ys) in results.items():
         ax.plot(xs, ys, marker="o", ms=3, label=label)
     if dense_accuracy is not None:

@@ -37,9 +37,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 # every chapter page: (path, the start of its <h1>)
-CHAPTERS = {"book/01_introduction.html": "Introduction", "book/02_speedup.html": "Universal or specific speedup",
-            "book/04_criteria.html": "How to prune (1): pruning criteria",
-            "book/04_learning.html": "How to prune (2): learning to prune"}
+CHAPTERS = {"book/01_introduction.html": "1. Introduction", "book/02_speedup.html": "2. Universal or specific speedup",
+            "book/04_1_criteria.html": "4.1. Pruning criteria",
+            "book/04_2_learning.html": "4.2. Learning to prune"}
 INTRO = "book/intro.html"
 # <link rel=...> values that make the browser fetch something
 LOADING_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "shortcut", "manifest",

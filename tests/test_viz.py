@@ -45,3 +45,40 @@ def test_accuracy_curve_lines():
     assert len(ax.lines) == 3
     assert list(ax.lines[0].get_ydata()) == [0.9, 0.85, 0.3]
     plt.close("all")
+
+
+def test_mask_heatmap_pruned_cells_have_their_own_colour():
+    """Small kept weights must not look like pruned ones (the pruned colour is no shade of
+    the kept colormap), and a colour bar says what the shading means."""
+    torch.manual_seed(0)
+    weight = torch.randn(8, 16) * 1e-3
+    weight[0, 0] = 1.0                      # one large weight: every other kept one is tiny
+    mask = torch.rand(8, 16) > 0.2
+    mask[0, 0] = True
+    fig, ax = plt.subplots()
+    viz.mask_heatmap(mask, weight=weight, ax=ax)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    image = ax.images[0]
+    pruned = np.array(matplotlib.colors.to_rgb(viz.PRUNED))
+    cmap = image.get_cmap()
+    kept_colours = cmap(np.linspace(0, 1, 256))[:, :3]
+    # the pruned colour is far from every colour a kept weight can take
+    assert np.min(np.linalg.norm(kept_colours - pruned, axis=1)) > 0.3
+    assert tuple(cmap.get_bad()[:3]) == tuple(pruned)
+    assert len(fig.axes) == 2 and "|w|" in fig.axes[1].get_ylabel()   # the colour bar
+    assert tuple(cmap.get_under()[:3]) == tuple(pruned)             # the bar's orange end
+    assert rgb.shape[0] > 0
+    plt.close("all")
+
+
+def test_book_style_sets_column_width_and_readable_text():
+    with matplotlib.rc_context():
+        viz.use_book_style()
+        fig = plt.figure()
+        width_px = fig.get_figwidth() * fig.dpi
+        assert 650 <= width_px <= 720
+        assert matplotlib.rcParams["font.size"] >= 10
+        assert min(matplotlib.font_manager.FontProperties(size=matplotlib.rcParams[k]).get_size_in_points()
+                   for k in ("xtick.labelsize", "ytick.labelsize", "legend.fontsize")) >= 10
+    plt.close("all")
