@@ -13,10 +13,12 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -41,6 +43,11 @@ CHAPTERS = {"book/01_introduction.html": "1. Introduction", "book/02_speedup.htm
             "book/04_1_criteria.html": "4.1. Pruning criteria",
             "book/04_2_learning.html": "4.2. Learning to prune"}
 INTRO = "book/intro.html"
+# every page of the book (path, the start of its <h1> without tags): chapters are numbered
+PAGES = {INTRO: "Pruning, hands-on", **CHAPTERS, "book/03_when.html": "3. When to prune",
+         "book/04_how.html": "4. How to prune", "book/api.html": "prunekit API reference",
+         "book/notation.html": "Notation", "book/teachers.html": "For teachers"}
+SCREENSHOTS = Path(os.environ.get("PK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
 # <link rel=...> values that make the browser fetch something
 LOADING_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "shortcut", "manifest",
                 "apple-touch-icon", "dns-prefetch", "preconnect", "mask-icon"}
@@ -110,12 +117,186 @@ def _is_third_party(url: str) -> bool:
     return parts.scheme in ("http", "https") or url.startswith("//")
 
 
-def test_pages_exist(site):
-    for page in (INTRO, *CHAPTERS, "index.html", "search.html"):
+def _text(html: str) -> str:
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html)).strip())
+
+
+def _h1(path: Path) -> str:
+    """The article's heading (the one with a permalink; the page header repeats the title)."""
+    h1s = re.findall(r"<h1>(.*?)</h1>", path.read_text(encoding="utf-8"), re.S)
+    return _text(next(h for h in h1s if "headerlink" in h))
+
+
+def test_pages_exist_and_chapters_are_numbered(site):
+    for page in (*PAGES, "index.html", "search.html"):
         assert (site / page).is_file(), page
-    assert "Pruning, hands-on" in (site / INTRO).read_text(encoding="utf-8")
+    for page, title in PAGES.items():
+        assert _h1(site / page).startswith(title), (page, _h1(site / page))
+
+
+def test_exercises_are_numbered_within_their_chapter(site):
     for page, title in CHAPTERS.items():
-        assert f"<h1>{title}" in (site / page).read_text(encoding="utf-8")
+        chapter = title.split(".")[0]
+        numbers = re.findall(r"Exercise (\d+)\.(\d+)", (site / page).read_text(encoding="utf-8"))
+        assert numbers, page
+        assert {c for c, _ in numbers} == {chapter}, (page, numbers)
+
+
+class _Text(HTMLParser):
+    """Text of a page outside code, math and scripts, one entry per block element."""
+
+    SKIP = {"script", "style", "pre", "code", "mjx-container", "svg"}
+    BLOCKS = {"p", "li", "td", "th", "dd", "dt", "h1", "h2", "h3", "h4", "figcaption"}
+
+    def __init__(self):
+        super().__init__()
+        self.blocks: list[str] = []
+        self._skip = 0
+        self._math = 0
+        self._open = 0
+        self._buf: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        if tag in self.SKIP:
+            self._skip += 1
+        elif "math" in classes:
+            self._math += 1
+        if tag in self.BLOCKS:
+            self._flush()
+
+    def handle_endtag(self, tag):
+        if tag in self.SKIP and self._skip:
+            self._skip -= 1
+        if tag in self.BLOCKS:
+            self._flush()
+
+    def handle_data(self, data):
+        if not self._skip:
+            self._buf.append(data)
+
+    def _flush(self):
+        text = "".join(self._buf).strip()
+        if text:
+            self.blocks.append(text)
+        self._buf = []
+
+
+def test_tables_and_math_render(site):
+    """Markdown built in code renders as tables and math, never as raw pipes or dollars
+    (myst-nb parses text/markdown outputs as CommonMark unless told otherwise)."""
+    bad = []
+    for page in sorted(site.rglob("*.html")):
+        html = page.read_text(encoding="utf-8")
+        for p in re.findall(r"<p>(.*?)</p>", html, re.S):
+            text = _text(p)
+            if text.startswith("|") and re.search(r"\|\s*:?-{3,}:?\s*\|", text):
+                bad.append(f"{page.relative_to(site)}: unrendered table: {text[:80]}")
+        parser = _Text()
+        parser.feed(re.sub(r'<(span|div) class="math[^"]*">.*?</\1>', "", html, flags=re.S))
+        for block in parser.blocks:
+            if re.search(r"\$[^$\s][^$]*\\[a-zA-Z]+[^$]*\$|\$\S[^$]*\$", block) and "\\" in block:
+                bad.append(f"{page.relative_to(site)}: raw math: {block[:80]}")
+            if re.search(r"(^|\s)\|[^|]+\|[^|]+\|", block) and "---" in block:
+                bad.append(f"{page.relative_to(site)}: raw table row: {block[:80]}")
+    assert not bad, "\n".join(bad)
+
+
+def test_rendered_tables_exist(site):
+    """The result tables the chapters build in code are real <table>s in the output."""
+    for page in ("book/04_1_criteria.html", "book/04_2_learning.html"):
+        html = (site / page).read_text(encoding="utf-8")
+        tables = re.findall(r'<div class="cell_output docutils container">.*?</div>\s*</div>', html, re.S)
+        assert sum("<table" in t for t in tables) >= 3, page
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(a["href"])
+
+
+def test_internal_links_resolve(site):
+    """Every link between pages (the taxonomy figure's raw HTML links included) reaches an
+    existing page and anchor."""
+    parsed = {}
+
+    def parse(path):
+        if path not in parsed:
+            p = _Links()
+            p.feed(path.read_text(encoding="utf-8"))
+            parsed[path] = p
+        return parsed[path]
+
+    broken = []
+    for page in sorted((site / "book").glob("*.html")):
+        for href in parse(page).hrefs:
+            parts = urlsplit(href)
+            if parts.scheme or href.startswith("//") or href.startswith("mailto:"):
+                continue
+            target = (page.parent / parts.path).resolve() if parts.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.is_file():
+                broken.append(f"{page.name}: {href} (no such file)")
+            elif parts.fragment and target.suffix == ".html" and parts.fragment not in parse(target).ids:
+                broken.append(f"{page.name}: {href} (no such anchor)")
+    assert not broken, "broken internal links:\n" + "\n".join(broken)
+
+
+def test_no_dead_launch_or_repository_buttons(site):
+    """While repository.url is unset the site shows no repository, Binder or Colab button."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import set_repository
+
+    if set_repository.repository_url():
+        pytest.skip("a repository address is set")
+    for page in CHAPTERS:
+        html = (site / page).read_text(encoding="utf-8")
+        assert "mybinder.org" not in html and "colab.research.google.com" not in html, page
+        assert "repository-button" not in html and 'title="Source repository"' not in html, page
+
+
+def test_launch_buttons_follow_the_repository_setting():
+    """The book's Sphinx extension adds Binder and Colab buttons when, and only when, the
+    repository address is set."""
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import pruning_book
+
+    class Config:
+        def __init__(self, url):
+            self.html_theme_options = {"repository_url": url, "use_repository_button": False,
+                                       "launch_buttons": {"notebook_interface": "jupyterlab"}}
+
+    unset = Config("")
+    pruning_book._launch_buttons(None, unset)
+    assert unset.html_theme_options["launch_buttons"] == {}
+    assert unset.html_theme_options["use_repository_button"] is False
+    assert "repository_url" not in unset.html_theme_options
+    set_ = Config("https://github.com/someone/pruning-hands-on")
+    pruning_book._launch_buttons(None, set_)
+    launch = set_.html_theme_options["launch_buttons"]
+    assert launch["binderhub_url"] == "https://mybinder.org"
+    assert launch["colab_url"] == "https://colab.research.google.com"
+    assert launch["notebook_interface"] == "jupyterlab"
+    assert set_.html_theme_options["use_repository_button"] is True
+
+
+def test_bibliography_labels_match_citations(site):
+    """Citations read "(Han et al., 2015)"; the bibliography's labels read the same way."""
+    html = (site / "book" / "01_introduction.html").read_text(encoding="utf-8")
+    labels = re.findall(r'<span class="label"><span class="fn-bracket">\[</span>(.*?)<span', html)
+    assert labels, "no bibliography on the chapter"
+    for label in map(_text, labels):
+        assert re.fullmatch(r"[^\W\d][\w\- ']*( & [\w\- ']+| et al\.)?, \d{4}[a-z]?", label), label
 
 
 def test_no_third_party_resources(site):
