@@ -535,3 +535,42 @@ def test_slider_default_frame_without_javascript(browser, server, chapter):
         assert not log.foreign
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_page_fits_phone_and_desktop(browser, server, page):
+    """At 390 px (a phone) the page never scrolls sideways: wide tables, outputs and
+    equations scroll in their own box. At 1280 px figures are shown at (nearly) the size
+    they were drawn, so their 11 pt text stays >= 10 pt. Screenshots of both widths are
+    saved (PK_SCREENSHOTS, default _build/screenshots/) for a person to look at."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for width, height in ((1280, 900), (390, 844)):
+        context, pg, log = _open(browser, server, page, viewport={"width": width, "height": height})
+        try:
+            if pg.locator("script[src*='mathjax']").count():   # pages with math load MathJax
+                _wait_for_mathjax(pg, log)
+            pg.wait_for_load_state("networkidle")
+            overflow = pg.evaluate(
+                "() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            culprits = pg.evaluate("""() => {
+                const w = document.documentElement.clientWidth, out = [];
+                for (const el of document.querySelectorAll('.bd-article *')) {
+                    const r = el.getBoundingClientRect();
+                    if (r.right > w + 1 && getComputedStyle(el).position !== 'fixed')
+                        out.push(el.tagName + '.' + el.className + ' right=' + Math.round(r.right));
+                }
+                return out.slice(0, 5);
+            }""")
+            assert overflow <= 0, f"{page} at {width} px scrolls sideways by {overflow} px: {culprits}"
+            if width == 1280:
+                small = pg.evaluate("""() => Array.from(document.querySelectorAll(
+                        '.bd-article .cell_output img, .bd-article .pk-slider-frame'))
+                    .filter(i => i.naturalWidth > 0 && i.getBoundingClientRect().width > 0)
+                    .filter(i => i.getBoundingClientRect().width < 0.9 * Math.min(i.naturalWidth, 700))
+                    .map(i => Math.round(i.getBoundingClientRect().width) + '/' + i.naturalWidth)""")
+                assert not small, f"{page}: figures shrunk below 90% of their drawn size: {small}"
+            name = page.replace("/", "_").removesuffix(".html")
+            pg.screenshot(path=str(SCREENSHOTS / f"{name}_{width}.png"), full_page=True)
+            _assert_clean(pg, log)
+        finally:
+            context.close()
