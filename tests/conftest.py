@@ -2,6 +2,13 @@
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
+# Tests and CI run on shared, loaded 2-core machines: no property test may fail because an
+# example ran slowly (hypothesis' default deadline is 200 ms per example).
+settings.register_profile("loaded-machine", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("loaded-machine")
 
 
 @pytest.fixture(autouse=True, scope="session")

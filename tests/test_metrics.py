@@ -1,5 +1,6 @@
 """summary(): params, non-zeros and MACs against hand computation; latency()."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -75,3 +76,53 @@ def test_macs_of_torch_multihead_attention_in_eval_mode():
     L, d = 10, 16
     assert pk.count_macs(Attend().eval(), torch.randn(1, L, d))[0] == 4 * L * d * d + 2 * L * L * d
     assert torch.backends.mha.get_fastpath_enabled() == before
+
+
+def test_compare_latency_interleaves_and_keeps_each_candidates_best_round():
+    calls = []
+
+    class Recorder(nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return x
+
+    a, b = Recorder("a"), Recorder("b")
+    t = pk.metrics.compare_latency({"a": a, "b": b}, torch.zeros(1), rounds=3, min_run_time=0.01)
+    assert set(t) == {"a", "b"} and all(v.median > 0 for v in t.values())
+    # interleaved: the calls alternate in blocks a, b, a, b, a, b (never all a's first)
+    blocks = [name for i, name in enumerate(calls) if i == 0 or calls[i - 1] != name]
+    assert blocks == ["a", "b"] * 3
+    # a big layer is slower than a tiny one, whatever the load
+    t = pk.metrics.compare_latency({"tiny": nn.Linear(2, 2), "big": nn.Linear(512, 512)},
+                                   {"tiny": torch.zeros(64, 2), "big": torch.zeros(64, 512)},
+                                   rounds=2, min_run_time=0.05)
+    assert t["big"].median > t["tiny"].median
+
+
+def test_compare_latency_bad_arguments():
+    with pytest.raises(TypeError, match="candidates"):
+        pk.metrics.compare_latency([nn.Linear(2, 2)], torch.zeros(1, 2))
+    with pytest.raises(TypeError, match="candidates\\['x'\\]"):
+        pk.metrics.compare_latency({"x": 3}, torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="rounds"):
+        pk.metrics.compare_latency({"x": nn.Linear(2, 2)}, torch.zeros(1, 2), rounds=0)
+    with pytest.raises(ValueError, match="example_inputs"):
+        pk.metrics.compare_latency({"x": nn.Linear(2, 2)}, {"y": torch.zeros(1, 2)})
+
+
+def test_timing_claim_retries_before_calling_a_claim_false():
+    measured = iter([{"a": 2.0, "b": 1.0}, {"a": 2.0, "b": 1.0}, {"a": 0.5, "b": 1.0}])
+    held, t = pk.metrics.timing_claim(lambda: next(measured), lambda t: t["a"] < t["b"], attempts=3)
+    assert held and t == {"a": 0.5, "b": 1.0}            # the third attempt held
+    count = []
+    held, _ = pk.metrics.timing_claim(lambda: count.append(1) or {"a": 2.0},
+                                      lambda t: t["a"] < 1, attempts=4)
+    assert not held and len(count) == 4                   # false only when every attempt says so
+    with pytest.raises(ValueError, match="attempts"):
+        pk.metrics.timing_claim(lambda: None, lambda t: True, attempts=0)
+    with pytest.raises(TypeError):
+        pk.metrics.timing_claim(None, lambda t: True)
