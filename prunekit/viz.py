@@ -35,6 +35,9 @@ BOOK_STYLE = {
     "legend.fontsize": 10,
     "legend.title_fontsize": 10,
     "figure.titlesize": 12,
+    # matplotlib's default colours without its orange, which here means "pruned"
+    "axes.prop_cycle": plt.cycler(color=["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+                                         "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]),
 }
 
 
@@ -130,7 +133,7 @@ def sparsity_bars(series: Mapping[str, object] | nn.Module, *, ax=None, title: s
     if title:
         ax.set_title(title)
     if len(data) > 1:
-        ax.legend(fontsize="small", loc="upper center", ncol=len(data), frameon=False)
+        ax.legend(loc="upper center", ncol=len(data), frameon=False)
     return ax
 
 
@@ -154,6 +157,6 @@ def accuracy_curve(results: Mapping[str, tuple[Sequence[float], Sequence[float]]
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize="small", loc="lower left")
+    ax.legend(loc="lower left")
     ax.grid(alpha=0.3)
     return ax

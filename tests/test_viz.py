@@ -82,3 +82,11 @@ def test_book_style_sets_column_width_and_readable_text():
         assert min(matplotlib.font_manager.FontProperties(size=matplotlib.rcParams[k]).get_size_in_points()
                    for k in ("xtick.labelsize", "ytick.labelsize", "legend.fontsize")) >= 10
     plt.close("all")
+
+
+def test_book_style_never_draws_a_line_in_the_pruned_colour():
+    with matplotlib.rc_context():
+        viz.use_book_style()
+        colours = [matplotlib.colors.to_rgb(c["color"]) for c in matplotlib.rcParams["axes.prop_cycle"]]
+        pruned = np.array(matplotlib.colors.to_rgb(viz.PRUNED))
+        assert min(np.linalg.norm(np.array(c) - pruned) for c in colours) > 0.25
