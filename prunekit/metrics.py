@@ -203,9 +203,15 @@ def latency(model: nn.Module, example_inputs, *, threads: int = 1, min_run_time:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
     if not (isinstance(min_run_time, (int, float)) and min_run_time > 0):
         raise ValueError(f"min_run_time must be a positive number of seconds, got {min_run_time!r}")
-    # torch.utils.benchmark imports cpp_extension, which logs a CUDA warning on CPU-only machines
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from torch.utils import benchmark
+    # torch.utils.benchmark imports cpp_extension, which logs a CUDA warning on CPU-only
+    # machines: quiet that logger during the import only, then restore the user's level
+    noisy = logging.getLogger("torch.utils.cpp_extension")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        noisy.setLevel(level)
 
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     timer = benchmark.Timer(

@@ -126,3 +126,12 @@ def test_timing_claim_retries_before_calling_a_claim_false():
         pk.metrics.timing_claim(lambda: None, lambda t: True, attempts=0)
     with pytest.raises(TypeError):
         pk.metrics.timing_claim(None, lambda t: True)
+
+
+def test_latency_leaves_logging_as_it_was():
+    import logging
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    before = logger.level
+    pk.latency(nn.Linear(4, 4), torch.zeros(1, 4), min_run_time=0.01)
+    assert logger.level == before
