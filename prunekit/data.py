@@ -6,6 +6,10 @@ Every function returns ``(train_loader, test_loader)``: two
 own seeded :class:`torch.Generator`; the test loader does not shuffle.
 
 * :func:`digits` -- scikit-learn's bundled 8x8 handwritten digits (1797 images, no download).
+  With ``validation=f`` it returns ``(train_loader, validation_loader, test_loader)``: the
+  fraction ``f`` of the test split becomes a *validation split* (stratified, seeded), for
+  choices a method makes by looking at accuracy; the training split is unchanged, so the
+  zoo models, trained on all of it, have never seen a validation image.
 * :func:`shapes` -- a procedurally generated, seeded 32x32 RGB image set with 10 classes of
   shapes and textures: a CIFAR-like stand-in that needs no download and that a small CNN learns
   in seconds.
@@ -99,6 +103,10 @@ def _check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
+def _check_optional_fraction(name: str, value: Any) -> float | None:
+    return None if value is None else _check_fraction(name, value)
+
+
 def _check_fraction(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a float in (0, 1), got {value!r}")
@@ -133,6 +141,20 @@ def make_loaders(
     return train_loader, test_loader
 
 
+def _split_validation(
+    x: torch.Tensor, y: torch.Tensor, validation: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_val, y_val, x_test, y_test)``: the fraction ``validation`` of ``(x, y)``, stratified
+    by label and seeded, and the rest; both parts keep the order of ``(x, y)``."""
+    from sklearn.model_selection import train_test_split
+
+    idx_val, idx_test = train_test_split(
+        np.arange(len(y)), train_size=validation, random_state=seed, stratify=y.numpy()
+    )
+    idx_val, idx_test = torch.from_numpy(np.sort(idx_val)), torch.from_numpy(np.sort(idx_test))
+    return x[idx_val], y[idx_val], x[idx_test], y[idx_test]
+
+
 # --------------------------------------------------------------------------- digits
 
 
@@ -162,8 +184,12 @@ def _digits_cached(
 
 
 def digits_tensors(
-    test_fraction: float = 0.25, seed: int = 0, flatten: bool = False, standardize: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    flatten: bool = False,
+    standardize: bool = True,
+    validation: float | None = None,
+) -> tuple[torch.Tensor, ...]:
     """Return ``(x_train, y_train, x_test, y_test)`` for scikit-learn's 8x8 digits.
 
     Pixels are divided by 16 (to [0, 1]); with ``standardize=True`` (default) they are then
@@ -171,15 +197,24 @@ def digits_tensors(
     test split is transformed with training statistics only. The split is stratified
     (``sklearn.model_selection.train_test_split(..., stratify=labels)``) and seeded.
     Images have shape ``[N, 1, 8, 8]``, or ``[N, 64]`` with ``flatten=True``.
+
+    With ``validation`` (a fraction in (0, 1)), return six tensors ``(x_train, y_train,
+    x_val, y_val, x_test, y_test)``: the test split above is divided once more, stratified
+    and seeded with ``seed``, into a validation split (the fraction ``validation`` of it) and
+    a smaller test split. The two are disjoint, together they are exactly the test split of
+    ``validation=None``, and the training split does not change.
     """
     test_fraction = _check_fraction("test_fraction", test_fraction)
     seed = _check_int("seed", seed, 0)
     flatten = _check_bool("flatten", flatten)
     standardize = _check_bool("standardize", standardize)
+    validation = _check_optional_fraction("validation", validation)
     x_tr, y_tr, x_te, y_te = (t.clone() for t in _digits_cached(test_fraction, seed, standardize))
     if flatten:
         x_tr, x_te = x_tr.flatten(1), x_te.flatten(1)
-    return x_tr, y_tr, x_te, y_te
+    if validation is None:
+        return x_tr, y_tr, x_te, y_te
+    return (x_tr, y_tr, *_split_validation(x_te, y_te, validation, seed))
 
 
 def digits(
@@ -188,15 +223,31 @@ def digits(
     seed: int = 0,
     flatten: bool = False,
     standardize: bool = True,
-) -> Loaders:
+    validation: float | None = None,
+) -> tuple[DataLoader, ...]:
     """Loaders for scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes).
 
     No download: the data ships with scikit-learn. See :func:`digits_tensors` for the
-    preprocessing. With the defaults, the training split has 1347 images and the test split 450.
+    preprocessing. With the defaults, the training split has 1347 images and the test split 450,
+    and the result is ``(train_loader, test_loader)``.
+
+    ``validation=f`` returns ``(train_loader, validation_loader, test_loader)`` instead: the
+    fraction ``f`` of those 450 test images becomes a validation split (stratified by class,
+    seeded with ``seed``), the rest stays the test split; the training split is the same
+    1347 images. Use the validation split for every choice made by looking at accuracy
+    (a search's reward, a hyperparameter) and report the test split only. With
+    ``validation=0.5``: 1347 / 225 / 225 images. The validation loader does not shuffle.
     """
     batch_size = _check_int("batch_size", batch_size, 1)
-    tensors = digits_tensors(test_fraction, seed, flatten, standardize)
-    return make_loaders(*tensors, batch_size=batch_size, seed=seed)
+    tensors = digits_tensors(test_fraction, seed, flatten, standardize, validation)
+    if validation is None:
+        return make_loaders(*tensors, batch_size=batch_size, seed=seed)
+    x_tr, y_tr, x_val, y_val, x_te, y_te = tensors
+    train_loader, test_loader = make_loaders(x_tr, y_tr, x_te, y_te, batch_size=batch_size, seed=seed)
+    validation_loader = DataLoader(
+        TensorDataset(x_val, y_val), batch_size=batch_size, shuffle=False
+    )
+    return train_loader, validation_loader, test_loader
 
 
 # --------------------------------------------------------------------------- shapes

@@ -88,6 +88,62 @@ def test_tensors_are_copies():
     assert data.shapes_tensors(20, 10)[0].abs().sum() > 0
 
 
+def _rows(x, y):
+    """The (image, label) pairs of a split as a multiset (a Counter of byte strings)."""
+    from collections import Counter
+
+    return Counter(xi.numpy().tobytes() + bytes([int(yi)]) for xi, yi in zip(x, y))
+
+
+def test_digits_validation_split_is_carved_out_of_the_test_split():
+    x, y, xt, yt = data.digits_tensors()
+    xa, ya, xv, yv, xs, ys = data.digits_tensors(validation=0.5)
+    # the training split does not change: the zoo models never saw a validation image
+    assert torch.equal(xa, x) and torch.equal(ya, y)
+    assert (len(yv), len(ys)) == (225, 225)
+    # validation and test partition the old test split: as multisets of (image, label)
+    # their sum is exactly it, so no example is in both (and none is lost or added)
+    assert _rows(xv, yv) + _rows(xs, ys) == _rows(xt, yt)
+    # both keep the old test split's order (a subsequence of it)
+    pos = {xi.numpy().tobytes(): i for i, xi in enumerate(xt)}
+    for part in (xv, xs):
+        idx = [pos[xi.numpy().tobytes()] for xi in part]
+        assert idx == sorted(idx)
+
+
+@pytest.mark.parametrize("frac", [0.2, 0.5, 0.7])
+def test_digits_validation_split_is_stratified_with_the_asked_size(frac):
+    *_, yt = data.digits_tensors()
+    _, _, _, yv, _, ys = data.digits_tensors(validation=frac)
+    assert len(yv) == round(frac * len(yt)) and len(yv) + len(ys) == len(yt)
+    old = np.bincount(yt.numpy(), minlength=10)
+    val = np.bincount(yv.numpy(), minlength=10)
+    assert np.all(np.abs(val - frac * old) <= 1.0)
+    assert np.array_equal(val + np.bincount(ys.numpy(), minlength=10), old)
+
+
+def test_digits_validation_loaders_are_deterministic_and_default_unchanged():
+    two = data.digits()
+    three = data.digits(validation=0.5)
+    assert len(two) == 2 and len(three) == 3
+    # the default call still returns (train_loader, test_loader) over the same tensors
+    assert torch.equal(two[1].dataset.tensors[0], data.digits_tensors()[2])
+    assert torch.equal(two[0].dataset.tensors[0], three[0].dataset.tensors[0])
+    # same seed -> same split and same batches; another seed -> another split
+    again = data.digits(validation=0.5)
+    for a, b in zip(three, again):
+        assert all(torch.equal(u, v) for u, v in zip(a.dataset.tensors, b.dataset.tensors))
+    xa, ya = next(iter(three[0]))
+    xb, yb = next(iter(again[0]))
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    other = data.digits_tensors(seed=1, validation=0.5)
+    assert not torch.equal(other[3], data.digits_tensors(seed=0, validation=0.5)[3])
+    # the validation loader does not shuffle, and flatten applies to every split
+    assert torch.equal(_cat(three[1])[1], three[1].dataset.tensors[1])
+    flat = data.digits_tensors(flatten=True, validation=0.5)
+    assert [t.shape[1:] for t in flat[::2]] == [(64,), (64,), (64,)]
+
+
 # --------------------------------------------------------------------------- shapes
 
 
@@ -164,6 +220,10 @@ def test_shapes_property_balance_and_range(n_train, n_test, seed):
         (lambda: data.digits(seed=-1), ValueError, "seed"),
         (lambda: data.digits(seed=True), TypeError, "seed"),
         (lambda: data.digits(flatten="yes"), TypeError, "flatten"),
+        (lambda: data.digits(validation=0.0), ValueError, "validation"),
+        (lambda: data.digits(validation=1.0), ValueError, "validation"),
+        (lambda: data.digits(validation="0.5"), TypeError, "validation"),
+        (lambda: data.digits_tensors(validation=True), TypeError, "validation"),
         (lambda: data.shapes(n_train=0), ValueError, "n_train"),
         (lambda: data.shapes(n_test=-1), ValueError, "n_test"),
         (lambda: data.shapes(batch_size=0), ValueError, "batch_size"),

@@ -11,8 +11,8 @@ from torch import nn
 
 import prunekit as pk
 from prunekit.methods import (
-    HardConcreteGates, STEChannelMasks, bn_l1_penalty, group_lasso_penalty, l1_penalty, network_slimming,
-    train_l0_gates, train_ste_masks,
+    HC_HIGH, HC_LOW, HC_TEMPERATURE, HardConcreteGates, SearchSpace, STEChannelMasks, bn_l1_penalty,
+    group_lasso_penalty, l1_penalty, network_slimming, train_l0_gates, train_ste_masks,
 )
 from prunekit.models import MLP, SmallCNN
 
@@ -184,6 +184,42 @@ def test_l0_gate_formulas():
     assert torch.allclose((samples > 0).float().mean(0), p, atol=0.03)  # P(z > 0) matches E[L0]
     exact = gates.keep_exact(0.5)["fc1.weight"]
     assert exact.tolist() == [False, False, True, True]
+    # the constants: temperature T = 2/3, stretch interval (l, r) = (-0.1, 1.1)
+    assert (HC_TEMPERATURE, HC_LOW, HC_HIGH) == (2 / 3, -0.1, 1.1)
+    assert (gates.temperature, gates.low, gates.high) == (HC_TEMPERATURE, HC_LOW, HC_HIGH)
+    wide = HardConcreteGates(model, temperature=0.5, low=-0.5, high=1.5)
+    with torch.no_grad():
+        wide.log_alpha("fc1.weight").copy_(la.detach())
+    assert torch.allclose(wide.deterministic()["fc1.weight"],
+                          (torch.sigmoid(la.detach()) * 2.0 - 0.5).clamp(0, 1))
+    p_wide = torch.sigmoid(la.detach() - 0.5 * torch.log(torch.tensor(0.5 / 1.5)))
+    assert torch.allclose(wide.expected_l0(), p_wide.sum())
+    for bad in (dict(low=0.1), dict(high=0.9), dict(temperature=0.0)):
+        with pytest.raises(ValueError, match="low < 0 < 1 < high"):
+            HardConcreteGates(model, **bad)
+
+
+def test_l0_gates_with_a_mac_budget(digits_img):
+    model = cnn()
+    pk.train.train(model, digits_img[0], epochs=2, lr=1e-2, progress=False, seed=0)
+    x = torch.zeros(1, 1, 8, 8)
+    dense = pk.count_macs(model, x)[0]
+    space = SearchSpace(model, x)
+    gates, hist = train_l0_gates(model, digits_img[0], 0.5, steps=400, seed=0, constraint="macs",
+                                 example_inputs=x)
+    # the constrained quantity is the expected MAC fraction, and it reaches the budget
+    kept = [float(c) for c in space.sizes]
+    for i, p in enumerate(gates.prob_open().values()):
+        kept[i] = float(p.detach().sum())
+    assert hist["density"][-1] == pytest.approx(float(space.expected_macs(kept)) / space.total_macs,
+                                                abs=1e-3)
+    assert abs(hist["density"][-1] - 0.5) < 0.01
+    assert set(hist) >= {"loss", "density", "mu1", "mu2", "gate_sparsity", "mac_fraction"}
+    # mac_fraction is the MAC count of the deterministic mask, as pk.count_macs sees it
+    gates.apply()
+    small = pk.compact(model, x)
+    assert hist["mac_fraction"] == pytest.approx(pk.count_macs(small, x)[0] / dense, abs=1e-12)
+    assert abs(hist["mac_fraction"] - 0.5) < 0.1
 
 
 def test_l0_gates_on_cnn_gate_after_batchnorm(digits_img):
@@ -239,6 +275,9 @@ def test_train_ste_masks(trained_mlp, digits_flat):
     (lambda m, L: train_l0_gates(m, L, 1.0), "target_sparsity"),
     (lambda m, L: train_l0_gates(m, L, 0.5, steps=0), "steps"),
     (lambda m, L: train_l0_gates(m, L, 0.5, lr=-1.0), "lr"),
+    (lambda m, L: train_l0_gates(m, L, 0.5, multiplier_lr=-1.0), "multiplier_lr"),
+    (lambda m, L: train_l0_gates(m, L, 0.5, constraint="flops"), "constraint"),
+    (lambda m, L: train_l0_gates(m, L, 0.5, constraint="macs"), "example_inputs"),
     (lambda m, L: train_ste_masks(m, L, 1.5), "sparsity"),
     (lambda m, L: train_ste_masks(m, L, 0.5, steps=-3), "steps"),
     (lambda m, L: STEChannelMasks(m, -0.2), "sparsity"),

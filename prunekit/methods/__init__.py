@@ -8,18 +8,18 @@
 * :mod:`.gnn` -- a graph neural network over the layer graph that predicts the ratios (AGMC-style).
 """
 
-from .mask_learning import HC_BETA, HC_GAMMA, HC_ZETA, HardConcreteGates, STEChannelMasks, train_l0_gates, train_ste_masks
+from .mask_learning import HC_HIGH, HC_LOW, HC_TEMPERATURE, HardConcreteGates, STEChannelMasks, train_l0_gates, train_ste_masks
 from .amc import AMCPolicy, amc_search
 from .gnn import GNNPolicy, LayerGNN, gnn_ratios, gnn_search
 from .metapruning import PruningNet, evolutionary_search, metapruning_search, train_pruningnet
 from .regularization import (bn_gammas, bn_l1_penalty, channel_masks, group_lasso_penalty, l1_penalty,
                              network_slimming)
-from .search_space import SearchResult, SearchSpace, apply_ratios, held_out_batch
+from .search_space import SearchResult, SearchSpace, apply_ratios, as_batch
 
 __all__ = [
     "l1_penalty", "group_lasso_penalty", "bn_l1_penalty", "bn_gammas", "network_slimming", "channel_masks",
-    "HardConcreteGates", "train_l0_gates", "STEChannelMasks", "train_ste_masks", "HC_BETA", "HC_GAMMA", "HC_ZETA",
-    "SearchSpace", "SearchResult", "apply_ratios", "held_out_batch", "amc_search", "AMCPolicy",
+    "HardConcreteGates", "train_l0_gates", "STEChannelMasks", "train_ste_masks", "HC_TEMPERATURE", "HC_LOW", "HC_HIGH",
+    "SearchSpace", "SearchResult", "apply_ratios", "as_batch", "amc_search", "AMCPolicy",
     "PruningNet", "train_pruningnet", "evolutionary_search", "metapruning_search",
     "LayerGNN", "GNNPolicy", "gnn_search", "gnn_ratios",
 ]

@@ -16,8 +16,9 @@ What is faithful to the paper
       every later layer is pruned as hard as allowed (the paper's action-space restriction),
       so every episode ends at or under the MAC budget -- asserted on every episode.
     * Channels are chosen by magnitude (L1 norm of the filter); there is no fine-tuning
-      inside the loop; the reward is ``R_err = -error`` of the pruned network on a held-out
-      batch split off the training data -- here reported as the accuracy ``1 - error``.
+      inside the loop; the reward is ``R_err = -error`` of the pruned network on a validation
+      batch (the paper splits it off the training data; the book uses a validation split
+      that no zoo model was trained on) -- here reported as the accuracy ``1 - error``.
     * Exploration noise decays over episodes (AMC: truncated normal, sigma 0.5, decay 0.99), the
       reward has a moving-average baseline, and the best strategy seen is returned.
 
@@ -38,9 +39,9 @@ What is simplified for toy scale (and why)
 
 >>> import torch, prunekit as pk
 >>> from prunekit.methods.amc import amc_search
->>> from prunekit.methods.search_space import held_out_batch
->>> train_loader, _ = pk.zoo.loaders("cnn-digits")
->>> batch = held_out_batch(train_loader, 128)
+>>> from prunekit.methods.search_space import as_batch
+>>> _, validation_loader, _ = pk.data.digits(validation=0.5)
+>>> batch = as_batch(validation_loader)
 >>> res = amc_search(pk.zoo.load("cnn-digits"), torch.zeros(1, 1, 8, 8), batch, budget=0.5,
 ...                  episodes=20, progress=False)
 >>> len(res.history), res.best_mac_fraction <= 0.5
@@ -164,7 +165,7 @@ def check_search_args(model: Any, budget: Any, episodes: Any, max_ratio: Any, lr
 def check_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2
             and all(isinstance(t, torch.Tensor) for t in batch)):
-        raise TypeError("batch must be a tuple (inputs, targets) of tensors, e.g. held_out_batch(train_loader)")
+        raise TypeError("batch must be a tuple (inputs, targets) of tensors, e.g. as_batch(validation_loader)")
     if batch[0].shape[0] != batch[1].shape[0] or batch[0].shape[0] == 0:
         raise ValueError(f"batch must hold as many targets as inputs (and at least one), got "
                          f"{batch[0].shape[0]} inputs and {batch[1].shape[0]} targets")
@@ -194,8 +195,9 @@ def amc_search(
     Args:
         model: the trained model (not modified).
         example_inputs: one example input (batch 1), to trace the model and count MACs.
-        batch: ``(inputs, targets)`` held out from the training data: the reward is the
-            pruned model's accuracy on it (:func:`~prunekit.methods.search_space.held_out_batch`).
+        batch: ``(inputs, targets)`` of a validation split (data the model was not trained
+            on, not the test split): the reward is the pruned model's accuracy on it
+            (:func:`~prunekit.methods.search_space.as_batch`).
         budget: MACs kept, as a fraction of the dense model's, in (0, 1].
         episodes: episodes of the agent (one walk over all layers each).
         max_ratio: the largest pruning ratio of a layer (AMC's ``rbound``).

@@ -32,14 +32,14 @@ Here
 
 Simplified for toy scale: a 2-round GNN with 32 hidden units over graphs of 2-6 nodes (AGMC
 encodes the fine-grained computational graph with a hierarchical encoder); a few hundred
-episodes; magnitude channel selection without fine-tuning in the loop; accuracy on a held-out
-training batch as the reward (AMC's ``R_err``).
+episodes; magnitude channel selection without fine-tuning in the loop; accuracy on a
+validation batch as the reward (AMC's ``R_err``).
 
 >>> import torch, prunekit as pk
 >>> from prunekit.methods.gnn import gnn_search, gnn_ratios
->>> from prunekit.methods.search_space import held_out_batch
->>> train_loader, _ = pk.zoo.loaders("cnn-digits")
->>> res = gnn_search(pk.zoo.load("cnn-digits"), torch.zeros(1, 1, 8, 8), held_out_batch(train_loader, 128),
+>>> from prunekit.methods.search_space import as_batch
+>>> _, validation_loader, _ = pk.data.digits(validation=0.5)
+>>> res = gnn_search(pk.zoo.load("cnn-digits"), torch.zeros(1, 1, 8, 8), as_batch(validation_loader),
 ...                  budget=0.5, episodes=10, progress=False)
 >>> ratios = gnn_ratios(res.extra["policy"], pk.zoo.load("resnet-shapes"), torch.zeros(1, 3, 32, 32), budget=0.5)
 >>> len(ratios)

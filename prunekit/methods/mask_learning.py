@@ -47,13 +47,14 @@ from ..masks import apply_masks
 from ..targets import Target, find_targets
 from .regularization import _row_norms, channel_masks
 
-__all__ = ["HardConcreteGates", "train_l0_gates", "STEChannelMasks", "train_ste_masks", "HC_BETA", "HC_GAMMA",
-           "HC_ZETA"]
+__all__ = ["HardConcreteGates", "train_l0_gates", "STEChannelMasks", "train_ste_masks", "HC_TEMPERATURE",
+           "HC_LOW", "HC_HIGH"]
 
-# Louizos et al. 2018, hard-concrete constants: temperature beta, stretch interval (gamma, zeta).
-HC_BETA = 2.0 / 3.0
-HC_GAMMA = -0.1
-HC_ZETA = 1.1
+# Louizos et al. 2018, hard-concrete constants: the temperature T (the paper's beta) and the
+# stretch interval (l, r) (the paper's (gamma, zeta)); the book's notation page uses T and (l, r).
+HC_TEMPERATURE = 2.0 / 3.0
+HC_LOW = -0.1
+HC_HIGH = 1.1
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -212,22 +213,24 @@ class HardConcreteGates(_ChannelGateBase):
     """Hard-concrete L0 gates, one per output channel (Louizos, Welling & Kingma 2018).
 
     Training (the gated layer in train mode): ``u ~ U(0, 1)``,
-    ``s = sigmoid((log u - log(1 - u) + log_alpha) / beta)``, ``z = clamp(s (zeta - gamma) + gamma, 0, 1)``.
-    Eval: ``z_hat = clamp(sigmoid(log_alpha) (zeta - gamma) + gamma, 0, 1)``. Expected L0 of a gate:
-    ``P(z > 0) = sigmoid(log_alpha - beta log(-gamma / zeta))``. Constants: beta = 2/3,
-    gamma = -0.1, zeta = 1.1. ``init_density`` sets ``log_alpha = log(d / (1 - d))`` (Louizos et al.
+    ``v = sigmoid((log u - log(1 - u) + log_alpha) / T)``, ``z = clamp(l + (r - l) v, 0, 1)``.
+    Eval: ``z_hat = clamp(l + (r - l) sigmoid(log_alpha), 0, 1)``. Expected L0 of a gate:
+    ``P(z > 0) = sigmoid(log_alpha - T log(-l / r))``. Constants: the temperature
+    ``T = temperature = 2/3`` and the stretch interval ``(l, r) = (low, high) = (-0.1, 1.1)``
+    (Louizos et al. call them beta and (gamma, zeta)). ``init_density`` sets ``log_alpha = log(d / (1 - d))`` (Louizos et al.
     initialise from a drop rate, ``log(1 - p) - log(p)``, plus N(0, 0.01) noise; the noise is
     used here too, seeded by the caller's ``torch.manual_seed``).
     """
 
     def __init__(self, model: nn.Module, include=None, exclude=None, init_density: float = 0.9,
-                 beta: float = HC_BETA, gamma: float = HC_GAMMA, zeta: float = HC_ZETA) -> None:
+                 temperature: float = HC_TEMPERATURE, low: float = HC_LOW, high: float = HC_HIGH) -> None:
         super().__init__(model, include, exclude)
         if not (isinstance(init_density, Real) and 0.0 < float(init_density) < 1.0):
             raise ValueError(f"init_density must be in (0, 1), got {init_density!r}")
-        if not (gamma < 0.0 and zeta > 1.0 and beta > 0.0):
-            raise ValueError(f"need gamma < 0 < 1 < zeta and beta > 0, got beta={beta}, gamma={gamma}, zeta={zeta}")
-        self.beta, self.gamma, self.zeta = float(beta), float(gamma), float(zeta)
+        if not (low < 0.0 and high > 1.0 and temperature > 0.0):
+            raise ValueError(f"need low < 0 < 1 < high and temperature > 0, got temperature={temperature}, "
+                             f"low={low}, high={high}")
+        self.temperature, self.low, self.high = float(temperature), float(low), float(high)
         la = math.log(init_density / (1.0 - init_density))
         self._init_params({t.name: la + 0.01 * torch.randn(t.shape[0]) for t in self.targets})
 
@@ -241,14 +244,14 @@ class HardConcreteGates(_ChannelGateBase):
         if training:
             shape = (batch, la.numel()) if batch is not None else la.shape
             u = torch.rand(shape, dtype=la.dtype, device=la.device).clamp(1e-6, 1.0 - 1e-6)
-            s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + la) / self.beta)
+            v = torch.sigmoid((torch.log(u) - torch.log1p(-u) + la) / self.temperature)
         else:
-            s = torch.sigmoid(la)
-        return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+            v = torch.sigmoid(la)
+        return (self.low + (self.high - self.low) * v).clamp(0.0, 1.0)
 
     def prob_open(self) -> dict[str, torch.Tensor]:
         """``P(z > 0)`` per channel (differentiable): the expected L0 contribution."""
-        shift = self.beta * math.log(-self.gamma / self.zeta)
+        shift = self.temperature * math.log(-self.low / self.high)
         return {n: torch.sigmoid(self.param(n) - shift) for n in self.names}
 
     def expected_l0(self) -> torch.Tensor:
@@ -308,35 +311,49 @@ def train_l0_gates(
     seed: int = 0,
     *,
     weight_lr: float | None = 1e-3,
-    lambda_lr: float = 0.5,
+    multiplier_lr: float = 0.5,
     penalty: float = 1000.0,
     warmup: float = 0.5,
     init_density: float = 0.9,
+    constraint: str = "channels",
+    example_inputs: Any = None,
     include=None,
     exclude=None,
     apply: bool = False,
     progress: bool = False,
 ) -> tuple[HardConcreteGates, dict[str, Any]]:
-    """Learn hard-concrete channel gates whose expected density meets ``1 - target_sparsity``.
+    """Learn hard-concrete channel gates that remove ``target_sparsity`` of the channels (or MACs).
 
     Objective (Wang, Wohlwend & Lei 2020, "Structured Pruning of Large Language Models"; also CoFi
-    and Sheared-LLaMA): ``CE + lambda1 (d - t) + (lambda2 + penalty) (d - t)^2`` with ``d`` the
-    expected density ``E[L0] / n`` of the gated channels and ``t = 1 - target_sparsity``; the gates
-    and weights minimise it (Adam), the multipliers ``lambda1, lambda2`` maximise it (gradient
-    ascent with step ``lambda_lr``, Wang et al.'s scheme). The fixed quadratic coefficient
-    ``penalty`` (an augmented-Lagrangian term, our addition) damps the oscillation of the pure
-    min-max game, which otherwise misses the target by 5-20 % within a few hundred steps on the
-    book's small models. As in Wang et al., the target density ramps linearly from the
-    initial expected density to ``t`` over the first ``warmup`` fraction of the steps, then holds
-    (a target imposed at once makes the multiplier overshoot). This replaces the paper's fixed penalty ``lambda * E[L0]``, which
-    reaches *some* sparsity, not a chosen one.
+    and Sheared-LLaMA): ``CE + mu1 (d - t) + (mu2 + penalty) (d - t)^2`` with ``d`` the
+    expected density and ``t = 1 - target_sparsity``; the gates and weights minimise it (Adam),
+    the Lagrange multipliers ``mu1, mu2`` maximise it (gradient ascent with step
+    ``multiplier_lr``, Wang et al.'s scheme). The fixed quadratic coefficient ``penalty`` (an
+    augmented-Lagrangian term, our addition) damps the oscillation of the pure min-max game,
+    which otherwise misses the target by 5-20 % within a few hundred steps on the book's small
+    models. As in Wang et al., the target density ramps linearly from the initial expected
+    density to ``t`` over the first ``warmup`` fraction of the steps, then holds (a target
+    imposed at once makes the multiplier overshoot). This replaces the paper's fixed penalty
+    ``lambda * E[L0]``, which reaches *some* sparsity, not a chosen one.
+
+    ``constraint`` says what the density counts:
+
+    * ``"channels"`` (default): ``d = E[L0] / n``, the expected fraction of open gates;
+    * ``"macs"``: ``d`` = the expected MACs of the gated model / its dense MACs, from the
+      closed form of :class:`~prunekit.methods.search_space.SearchSpace` evaluated at the
+      expected number of open gates per layer (:meth:`SearchSpace.expected_macs`, exact for
+      independent gates). Needs ``example_inputs`` and one gated layer per searchable layer
+      of the space (the default gates of a plain CNN or MLP). ``history["mac_fraction"]``
+      then records the MAC fraction of the final deterministic mask (``z_hat > 0``), which is
+      close to the target but, being a threshold of random gates' expectation, not bound
+      by it.
 
     Weights are trained jointly (Adam, ``weight_lr``) as in Louizos et al.; ``weight_lr=None``
     freezes them (only gates learn). ``lr`` is the gates' (``log_alpha``) learning rate.
 
     Returns ``(gates, history)``; the gates stay attached (the model in eval mode uses the
     deterministic gates ``z_hat``). ``history``: per-step ``"loss"``, ``"density"`` (expected),
-    ``"lambda1"``, ``"lambda2"``, and the final ``"gate_sparsity"`` (fraction of ``z_hat == 0``,
+    ``"mu1"``, ``"mu2"``, and the final ``"gate_sparsity"`` (fraction of ``z_hat == 0``,
     before any rounding). ``apply=True`` then calls ``gates.apply()`` (threshold ``z_hat > 0``) and
     adds ``"masks"``. Arguments are checked before the model is touched.
     """
@@ -348,24 +365,49 @@ def train_l0_gates(
     lr = check_positive("lr", lr)
     if weight_lr is not None:
         weight_lr = check_positive("weight_lr", weight_lr)
-    lambda_lr = check_nonneg("lambda_lr", lambda_lr)
+    multiplier_lr = check_nonneg("multiplier_lr", multiplier_lr)
     penalty = check_nonneg("penalty", penalty)
     if isinstance(warmup, bool) or not isinstance(warmup, Real) or not 0.0 <= float(warmup) < 1.0:
         raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {warmup!r}")
+    if constraint not in ("channels", "macs"):
+        raise ValueError(f"constraint must be 'channels' or 'macs', got {constraint!r}")
     seed = _check_seed(seed)
-    _gate_targets(model, include, exclude)
+    gated = _gate_targets(model, include, exclude)
+    space, layer_of = None, {}
+    if constraint == "macs":
+        if example_inputs is None:
+            raise ValueError("constraint='macs' needs example_inputs (one input batch, to count the MACs)")
+        from .search_space import SearchSpace
+
+        space = SearchSpace(model, example_inputs)
+        single = {info.producers[0]: i for i, info in enumerate(space.layers) if len(info.producers) == 1}
+        for t in gated:
+            module = t.name.rsplit(".", 1)[0]
+            if module not in single:
+                raise ValueError(f"constraint='macs' needs every gated layer to be a searchable layer of its own; "
+                                 f"{module!r} is not (searchable layers: {list(space.names)})")
+            layer_of[t.name] = single[module]
 
     set_seed(seed)
     gates = HardConcreteGates(model, include, exclude, init_density=init_density).attach()
+
+    def density() -> torch.Tensor:
+        if space is None:
+            return gates.expected_density()
+        kept: list[Any] = [float(c) for c in space.sizes]
+        for name, p in gates.prob_open().items():
+            kept[layer_of[name]] = p.sum()
+        return (space.expected_macs(kept) / space.total_macs).float()
+
     groups = [{"params": list(gates.parameters()), "lr": lr}]
     if weight_lr is not None:
         groups.append({"params": [p for p in model.parameters() if p.requires_grad], "lr": weight_lr})
     opt = torch.optim.Adam(groups)
     final = 1.0 - target_sparsity
-    start = float(gates.expected_density().detach())
+    start = float(density().detach())
     ramp = max(1, round(float(warmup) * steps))
-    lam1, lam2 = 0.0, 0.0
-    hist: dict[str, Any] = {"loss": [], "density": [], "lambda1": [], "lambda2": []}
+    mu1, mu2 = 0.0, 0.0
+    hist: dict[str, Any] = {"loss": [], "density": [], "mu1": [], "mu2": []}
     _reseed_loader(loader, seed)
     batches = _cycle(loader)
     model.train()
@@ -374,22 +416,27 @@ def train_l0_gates(
             target = final if step >= ramp else start + (final - start) * (step + 1) / ramp
             x, y = next(batches)
             ce = nn.functional.cross_entropy(model(x), y)
-            gap = gates.expected_density() - target
-            loss = ce + lam1 * gap + (lam2 + penalty) * gap * gap
+            gap = density() - target
+            loss = ce + mu1 * gap + (mu2 + penalty) * gap * gap
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             g = float(gap.detach())
-            lam1 += lambda_lr * g
-            lam2 += lambda_lr * g * g
+            mu1 += multiplier_lr * g
+            mu2 += multiplier_lr * g * g
             hist["loss"].append(float(loss.detach()))
             hist["density"].append(g + target)
-            hist["lambda1"].append(lam1)
-            hist["lambda2"].append(lam2)
+            hist["mu1"].append(mu1)
+            hist["mu2"].append(mu2)
     finally:
         model.eval()
         model.zero_grad(set_to_none=True)
     hist["gate_sparsity"] = gates.gate_sparsity()
+    if space is not None:
+        kept_now = list(space.sizes)
+        for name, k in gates.keep().items():
+            kept_now[layer_of[name]] = int(k.sum())
+        hist["mac_fraction"] = space.macs_of_kept(kept_now) / space.total_macs
     if apply:
         hist["masks"] = gates.apply()
     return gates, hist

@@ -412,14 +412,19 @@ def metapruning_search(
     batch_size: int = 64,
     n_val: int = 256,
     n_calibration: int = 256,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> SearchResult:
     """Train a PruningNet for ``model``'s architecture, then search its widths under ``budget``.
 
-    ``n_val`` examples of ``train_loader``'s dataset are split off (seeded) as the
-    validation batch of the fitness; the PruningNet trains on the rest, and the BatchNorm
-    statistics of a candidate are estimated on ``n_calibration`` of those. The result's
+    The fitness of a candidate is its accuracy on a validation batch. With ``validation``
+    (an ``(inputs, targets)`` batch, e.g. the images of
+    ``pk.data.digits(validation=0.5)[1]`` as one batch) the PruningNet trains on all of
+    ``train_loader``'s dataset and the fitness uses ``validation``. Without it, ``n_val``
+    examples of ``train_loader``'s dataset are split off (seeded) as the validation batch
+    and the PruningNet trains on the rest. The BatchNorm statistics of a candidate are
+    estimated on ``n_calibration`` training examples (PruningNet training data). The result's
     ``extra`` holds the trained ``pruningnet``, its ``train_losses``, ``best_kept`` (the
     widths), and ``calibration`` (the inputs to pass to ``pruningnet.build(best_kept,
     calibration)`` for a ready ``SmallCNN``).
@@ -431,7 +436,17 @@ def metapruning_search(
     seed = check_positive_int("seed", seed, 0)
     meta_hidden = check_positive_int("meta_hidden", meta_hidden)
     n_calibration = check_positive_int("n_calibration", n_calibration)
-    (x_tr, y_tr), val = split_batches(train_loader, n_val, seed)
+    if validation is None:
+        (x_tr, y_tr), val = split_batches(train_loader, n_val, seed)
+    else:
+        dataset = getattr(train_loader, "dataset", train_loader)
+        if not hasattr(dataset, "tensors"):
+            raise TypeError("train_loader must be a DataLoader over a TensorDataset (e.g. pk.zoo.loaders(name)[0])")
+        if not (isinstance(validation, tuple) and len(validation) == 2
+                and all(isinstance(t, torch.Tensor) for t in validation)):
+            raise TypeError("validation must be a tuple (inputs, targets) of tensors, e.g. "
+                            "validation_loader.dataset.tensors")
+        (x_tr, y_tr), val = (dataset.tensors[0], dataset.tensors[1]), validation
     space = SearchSpace(model, example_inputs)
     if tuple(space.names) != tuple([f"features.{4 * i}" for i in range(len(model.widths))]
                                    + (["classifier.2"] if model.hidden is not None else [])):

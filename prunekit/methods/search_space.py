@@ -23,7 +23,7 @@ for a traced model:
   group). It equals ``pk.count_macs`` of the pruned and compacted model (tested), at the
   cost of a few integer multiplications instead of a trace.
 * **reward** -- :meth:`SearchSpace.accuracy`: top-1 accuracy of the pruned network (no
-  fine-tuning) on a held-out batch. It is computed with :func:`torch.func.functional_call`
+  fine-tuning) on a validation batch. It is computed with :func:`torch.func.functional_call`
   on weights whose removed channels are zero -- filters, biases and BatchNorm
   ``gamma``/``beta``/``running_mean`` -- which is exactly what :func:`prunekit.compact`
   computes (see :mod:`prunekit.surgery`), without copying the model.
@@ -33,9 +33,12 @@ for a traced model:
   action is raised to the least pruning that still lets the MAC budget be met. So every
   episode ends at or under the budget (a property test checks it for arbitrary actions).
 
-The held-out batch should not be the test split: :func:`held_out_batch` draws a seeded
-subset of the *training* loader's dataset (AMC and MetaPruning also score candidates on
-images split off the training set).
+The reward batch should be a *validation split*: data the model was not trained on and that
+the final test never uses (a search that selects on test images reports a biased result; one
+that selects on training images rewards memorisation). :func:`as_batch` turns a loader
+into one batch, e.g. ``as_batch(pk.data.digits(validation=0.5)[1])`` for the 225 validation
+images of the digits, which no zoo model was trained on. (AMC and MetaPruning score
+candidates on images split off the training set, which their networks were not trained on.)
 
 >>> import torch, prunekit as pk
 >>> from prunekit.methods.search_space import SearchSpace
@@ -70,7 +73,7 @@ from ..targets import all_parameters
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 __all__ = [
-    "LayerInfo", "SearchResult", "SearchSpace", "apply_ratios", "held_out_batch", "check_budget",
+    "LayerInfo", "SearchResult", "SearchSpace", "apply_ratios", "as_batch", "check_budget",
     "check_positive_int", "check_fraction", "STATE_FEATURES",
 ]
 
@@ -112,18 +115,23 @@ def check_fraction(arg: str, value: Any, low: float = 0.0, high: float = 1.0, *,
     return v
 
 
-def held_out_batch(loader: Any, n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` examples drawn without replacement (seeded) from ``loader.dataset`` as one batch.
+def as_batch(loader: Any, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples of ``loader.dataset`` as one ``(inputs, targets)`` batch, in dataset order.
 
-    Pass the *training* loader: the reward of a search must not peek at the test split.
-    ``n`` larger than the dataset takes all of it.
+    ``n=None`` (default) takes all of them; an int ``n`` takes ``n`` examples drawn without
+    replacement (seeded with ``seed``; all of them if ``n`` is larger than the dataset). For
+    the reward of a search, pass a *validation* loader (``pk.data.digits(validation=0.5)[1]``):
+    neither the data the model was trained on nor the test split that reports the result.
     """
-    n = check_positive_int("n", n)
+    n = None if n is None else check_positive_int("n", n)
     seed = check_positive_int("seed", seed, 0)
     dataset = getattr(loader, "dataset", loader)
     size = len(dataset)
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(size, generator=g)[: min(n, size)].sort().values
+    if n is None or n >= size:
+        idx = torch.arange(size)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(size, generator=g)[:n].sort().values
     if hasattr(dataset, "tensors"):
         x, y = dataset.tensors[0], dataset.tensors[1]
         return x[idx].clone(), y[idx].clone()
@@ -151,7 +159,7 @@ class SearchResult:
     """What a search returns: the best per-layer ratios and the trace to plot.
 
     ``history`` holds one dict per episode (AMC, GNN) or generation (MetaPruning); every
-    entry has at least ``"mac_fraction"`` and ``"reward"`` (the accuracy on the held-out
+    entry has at least ``"mac_fraction"`` and ``"reward"`` (the accuracy on the validation
     batch) and the ratios it refers to.
     """
 
@@ -398,6 +406,69 @@ class SearchSpace:
             c_in = sum(c for _, c in t.in_groups) * t.rep
             total += t.base * k_out * k_in // (t.out_size * c_in)
         return total
+
+    def expected_macs(self, kept: Sequence[Any]) -> torch.Tensor:
+        """The closed form of :meth:`macs_of_kept` for fractional, differentiable widths.
+
+        ``kept[i]`` may be a float or a 0-d tensor, e.g. the *expected* number of open gates
+        of layer ``i``. Each term is ``base * k_out * k_in / (out * in)``, bilinear in the
+        widths of two different layers, so with independent random gates this is exactly the
+        expected MAC count of the gated model (the expectation of a product of independent
+        factors is the product of their expectations). Returns a float64 tensor; gradients
+        flow to every tensor in ``kept``.
+        """
+        if len(kept) != len(self):
+            raise ValueError(f"kept must have one width per layer ({len(self)}), got {len(kept)}")
+        k = [torch.as_tensor(v, dtype=torch.float64) for v in kept]
+        total = torch.tensor(float(self._other_macs), dtype=torch.float64)
+        for t in self._terms:
+            k_out = torch.tensor(float(t.out_size), dtype=torch.float64) if t.out_group is None else k[t.out_group]
+            if t.depthwise:
+                total = total + t.base * k_out / t.out_size
+                continue
+            k_in = sum(torch.tensor(float(c), dtype=torch.float64) if gi is None else k[gi]
+                       for gi, c in t.in_groups) * t.rep
+            c_in = sum(c for _, c in t.in_groups) * t.rep
+            total = total + t.base * k_out * k_in / (t.out_size * c_in)
+        return total
+
+    def kept_by_scores(self, scores: Sequence[torch.Tensor | None], budget: float) -> list[torch.Tensor]:
+        """Keep-masks that meet a MAC ``budget`` by removing the lowest-scored channels first.
+
+        ``scores`` holds one 1-D tensor of channel scores per layer (higher = more important,
+        e.g. Network Slimming's ``|gamma|``) or ``None`` for a layer that keeps all its
+        channels. Channels are removed one at a time in ascending order of score across all
+        scored layers (one global ranking, ties to the earlier layer and lower index), each
+        layer keeping at least one channel, until the MACs of the pruned model are at most
+        ``budget * total_macs`` -- the same closed form as :meth:`macs`. Returns one bool
+        tensor per layer (True = kept). ``ValueError`` if the budget cannot be met.
+        """
+        budget = check_budget(budget)
+        if len(scores) != len(self):
+            raise ValueError(f"scores must have one entry per layer ({len(self)}: {list(self.names)}), "
+                             f"got {len(scores)}")
+        entries = []
+        for i, (s, c) in enumerate(zip(scores, self.sizes)):
+            if s is None:
+                continue
+            s = torch.as_tensor(s).detach().reshape(-1)
+            if s.numel() != c:
+                raise ValueError(f"scores[{i}] has {s.numel()} entries but layer {self.names[i]!r} has {c} channels")
+            entries += [(float(v), i, j) for j, v in enumerate(s.tolist())]
+        entries.sort()
+        limit = math.floor(budget * self.total_macs + 1e-9)
+        keep = [torch.ones(c, dtype=torch.bool) for c in self.sizes]
+        kept = list(self.sizes)
+        for _, i, j in entries:
+            if self.macs_of_kept(kept) <= limit:
+                break
+            if kept[i] > 1:
+                keep[i][j] = False
+                kept[i] -= 1
+        if self.macs_of_kept(kept) > limit:
+            raise ValueError(f"budget={budget:g} cannot be met by removing the scored channels "
+                             f"(at least {self.macs_of_kept(kept) / self.total_macs:.3f} of the MACs remain)")
+        return keep
 
     def macs(self, ratios: Any) -> int:
         """Exact dense MACs of the pruned (compacted) model, without building it."""
