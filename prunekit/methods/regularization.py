@@ -174,7 +174,7 @@ def network_slimming(
     test_loader: Batches | None = None,
     progress: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Network Slimming (Liu et al. 2017): sparsity training, channel pruning by |gamma|, fine-tuning.
+    """Network Slimming (Liu et al. 2017): sparsity training, channel pruning by ``|gamma|``, fine-tuning.
 
     1. Train ``epochs`` epochs with cross-entropy + ``bn_l1_penalty(model, strength)`` (adding the
        penalty to the loss is the same as adding ``strength * sign(gamma)`` to the gamma
