@@ -2,7 +2,6 @@
 
 import importlib.util
 import re
-import time
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_criteria.py"
@@ -22,15 +21,15 @@ def row(text: str, name: str) -> list[str]:
 
 def test_bench_criteria_quick_run(capsys):
     bench = load_bench()
-    t0 = time.perf_counter()
-    res = bench.main(["--criteria", "magnitude,random,l1_filter", "--steps", "2", "--channel-sparsities", "0.5"])
-    assert time.perf_counter() - t0 < 10
+    res = bench.main(["--criteria", "magnitude,random,l1_filter", "--steps", "2",
+                      "--channel-sparsities", "0.5"])
     out = capsys.readouterr().out
 
     assert "| criterion (weights removed) | 50% one-shot | 50% fine-tuned | 80% one-shot" in out
     assert "| criterion (channels removed) | 50% one-shot | 50% fine-tuned |\n" in out
     assert "(moderate)" not in out and res["channels_moderate"] == {}
-    # magnitude and random in both tables (random and magnitude reduced to channels), l1_filter in channels only
+    # magnitude and random in both tables (random and magnitude reduced to channels),
+    # l1_filter in channels only
     assert [len(r) for r in row(out, "magnitude")] == [6, 2]
     assert [len(r) for r in row(out, "random")] == [6, 2]
     assert [len(r) for r in row(out, "l1_filter")] == [2]

@@ -175,6 +175,41 @@ def test_grasp_is_minus_the_papers_score_with_an_explicit_hessian():
     assert set((~flat_mask).nonzero().flatten().tolist()) == removed_by_paper
 
 
+def grasp_reference_removed(model, data, n_remove):
+    """The authors' procedure (Wang et al. 2020, their released pruner), written out: g from a
+    first pass without graph, Hg as the gradient of z = sum(g.detach() * grad_f) from a second
+    pass, S = -theta * Hg, and the n_remove weights with the LARGEST S removed."""
+    ws = [model[0].weight, model[2].weight]
+    g = [torch.zeros_like(w) for w in ws]
+    for x, y in data:
+        for acc, gi in zip(g, torch.autograd.grad(F.cross_entropy(model(x), y), ws)):
+            acc += gi
+    hg = [torch.zeros_like(w) for w in ws]
+    for x, y in data:
+        grad_f = torch.autograd.grad(F.cross_entropy(model(x), y), ws, create_graph=True)
+        z = sum((gi.detach() * gf).sum() for gi, gf in zip(g, grad_f))
+        for acc, h in zip(hg, torch.autograd.grad(z, ws)):
+            acc += h
+    S = torch.cat([(-w.detach() * h).flatten() for w, h in zip(ws, hg)])
+    return set(torch.topk(S, n_remove).indices.tolist()), S
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grasp_prune_removes_what_the_papers_rule_removes(seed):
+    """pk.prune(..., "grasp") removes the weights with the largest S = -w * Hg (the paper's
+    rule), not the smallest: the "higher = kept" score is w * Hg, not -w * Hg."""
+    model, data = mlp2(seed, dtype=torch.float64), batches(2, seed=seed + 1, dtype=torch.float64)
+    n = sum(p.numel() for n_, p in model.named_parameters() if n_.endswith("weight"))
+    k = 11
+    removed, S = grasp_reference_removed(model, data, k)
+    masks = pk.prune(model, k / n, "grasp", data=data)
+    flat = torch.cat([masks["0.weight"].flatten(), masks["2.weight"].flatten()])
+    assert set((~flat).nonzero().flatten().tolist()) == removed
+    # the opposite sign (keeping the largest S, "anti-GraSP") removes other weights
+    assert set(torch.topk(-S, k).indices.tolist()).isdisjoint(removed)
+    assert "removed when large" in pk.criteria.get("grasp").description
+
+
 def test_grasp_on_a_masked_model_uses_the_gradient_of_the_live_weights():
     """On a masked model: score = w_eff * H (mask * g), H and g w.r.t. the effective weights."""
     model, data = mlp2(dtype=torch.float64), batches(2, dtype=torch.float64)

@@ -36,6 +36,9 @@ Common conventions (all criteria):
   and run the model in eval mode (``mode="train"`` uses batch statistics instead);
 * the model is left exactly as it was: weights, buffers (BatchNorm running statistics),
   ``requires_grad`` flags, ``.grad`` fields, train/eval mode and hooks.
+
+To write a criterion of your own, see :mod:`prunekit.criteria.api` (``pk.criteria.api``):
+:func:`register` plus the helpers the built-in gradient criteria use.
 """
 
 from __future__ import annotations
@@ -80,13 +83,22 @@ def register(name: str, *, description: str, needs_data: bool = False, level: st
 
     :func:`score` passes ``data=`` when ``needs_data`` (and checks it is given), runs the model in
     eval mode (or ``mode="train"``), and passes every other keyword (e.g. ``example_inputs=``
-    for ``needs_inputs`` criteria) through to ``fn``.
+    for ``needs_inputs`` criteria) through to ``fn``. Names are case-insensitive (stored in
+    lower case); registering a name again replaces the earlier function. The toolkit for
+    writing ``fn`` is :mod:`prunekit.criteria.api`.
     """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if not isinstance(description, str) or not description.strip():
+        raise ValueError("description must be a non-empty string: one line saying what the score is")
     if level not in LEVELS:
         raise ValueError(f"level must be one of {list(LEVELS)}, got {level!r}")
+    key = name.lower()
 
     def deco(fn: ScoreFn) -> ScoreFn:
-        _REGISTRY[name] = Criterion(name, fn, description, needs_data, level, reference, needs_inputs)
+        if not callable(fn):
+            raise TypeError(f"register({name!r}) decorates a function, got {type(fn).__name__}")
+        _REGISTRY[key] = Criterion(key, fn, description, needs_data, level, reference, needs_inputs)
         return fn
 
     return deco
@@ -162,6 +174,7 @@ from . import _common  # noqa: E402
 from . import magnitude as _magnitude  # noqa: E402,F401  (registers "magnitude", "random")
 from . import norm, sensitivity, movement, synflow, activation, bn_scale, loss_change  # noqa: E402,F401
 from . import reconstruction  # noqa: E402,F401  (registers "thinet", "lasso_channel", "obs")
+from . import api  # noqa: E402  (after every built-in criterion: it records their names)
 
-__all__ = ["Criterion", "available", "get", "register", "score", "activation", "bn_scale", "loss_change",
-           "movement", "norm", "reconstruction", "sensitivity", "synflow"]
+__all__ = ["Criterion", "available", "get", "register", "score", "api", "activation", "bn_scale",
+           "loss_change", "movement", "norm", "reconstruction", "sensitivity", "synflow"]

@@ -1,7 +1,8 @@
 """Shared machinery of the criteria: data batches, effective weights as autograd leaves,
 "leave the model as it was", the BatchNorm that follows a layer, per-channel activations.
 
-Not public API; the criteria modules use it.
+Not public API; the criteria modules use it. Its public part (for writing a criterion of
+your own) is :mod:`prunekit.criteria.api`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,10 @@
   ``s_j = sum |F_j|``, the L1 norm of output channel j's weights (a conv filter, or a row
   of a Linear weight). Channel-level.
 * ``"fpgm"`` — He et al. 2019, *Filter Pruning via Geometric Median* (CVPR): filters near the
-  geometric median of their layer are redundant (the others can represent them).
+  geometric median of their layer are redundant (the others can represent them). The
+  paper's motivation: "smaller norm, less important" needs the filter norms of a layer to
+  be widely spread and the smallest to be close to zero, which trained networks often do
+  not satisfy; FPGM does not rely on either.
   Default ``method="distance_sum"``, the paper's practical surrogate and what the authors'
   code computes: ``s_j = sum_k ||F_j - F_k||_2`` over the other filters of the layer; filters
   with the smallest sums are pruned, so the sum is already "higher = kept".

@@ -76,6 +76,11 @@ Simplifications (said plainly):
   Each LASSO is solved by scikit-learn's coordinate descent on an exact ``C x C`` square root
   of the problem (``AᵀA = G``, ``Aᵀy = G·1``), which has the same minimiser as the
   ``N·n x C`` design; the path order uses scikit-learn's ``lars_path_gram`` on ``G`` itself.
+* He et al., intercept: the LASSO here has **no intercept**, as in the paper's Eq. 3
+  (``Y ≈ sum_c β_c Z_c``). The authors' released code calls scikit-learn's ``Lasso`` with
+  its default ``fit_intercept=True``, which centres every channel's contribution ``Z_c``
+  and the target ``Y`` before the fit, and can therefore select different channels than
+  the paper's equation. prunekit follows the equation.
 * OBS: ``H`` is averaged over the examples (``2/N sum XᵀX``, a conv summing over locations),
   damped by ``damp * mean(diag H)`` as in SparseGPT; the criterion ignores masks already on
   the layer (masked weights score 0 since ``w = 0``).
@@ -530,6 +535,8 @@ def lasso_select(gram: torch.Tensor, n_keep: int, iters: int = 60) -> tuple[list
           "path of the next layer's reconstruction", needs_data=True, level="channel", reference="he2017channel")
 def lasso_channel(model: nn.Module, targets: list[Target], data: Iterable, *, batches: int | None = None,
                   locations: int | None = None, seed: int = 0, missing: str = "self") -> dict[str, torch.Tensor]:
+    """Channels ranked by the order in which they leave the LASSO path of He et al. 2017's
+    Eq. 3 (no intercept, as in the paper; the authors' code fits one, see the module notes)."""
     return _ordered_channels(model, targets, data, batches, locations, seed, missing, "lasso_channel", lasso_order)
 
 
@@ -633,6 +640,8 @@ def lasso_channel_prune(model: nn.Module, layer: str, sparsity: float, data: Ite
     re-fit layer *i+1*'s weights on the kept channels by least squares,
     ``W' = argmin ||Y - X_S W'ᵀ||²_F`` with ``Y`` the original output (bias excluded).
 
+    The LASSO has no intercept, as the paper's Eq. 3; the authors' released code uses
+    scikit-learn's default ``fit_intercept=True``, which can select other channels.
     Masks and returns masks as :func:`thinet_prune` does; same errors.
     """
     t, sparsity, consumer, module, q, w3 = _prepare(model, layer, sparsity, data, batches, locations, seed)

@@ -21,14 +21,19 @@ weight_mask`` for a masked model), ``w`` the effective weight. ``L_b`` is the lo
   summed). The paper's normalisation ``s / sum(s)`` is omitted: it does not change the ranking.
 * ``"grasp"`` — Wang et al. 2020, *Picking Winning Tickets Before Training by Preserving
   Gradient Flow* (ICLR). With ``g = grad sum_b L_b`` (held fixed) and ``Hg`` the
-  Hessian-vector product ``grad_w (g_f . stopgrad(g))`` summed over batches, the paper's score is
-  ``S(-w) = -w * (Hg)`` and GraSP **removes the weights with the largest S** (removing them
-  hurts gradient flow least, or even increases it). prunekit keeps the highest scores, so the
-  returned score is ``-S = w * (Hg)``: the lowest returned scores are exactly the weights
-  GraSP removes. First-order meaning: shrinking w_q by a factor (1 - eps) changes the gradient
-  norm ``g.g`` by about ``-2 eps * score_q``. ``temperature=`` divides the logits (the
-  authors' code uses 200; default 1 = plain loss). On a masked model ``g`` is restricted to
-  the unmasked weights (the gradient flow of the live network).
+  Hessian-vector product ``grad_w (g_f . stopgrad(g))`` summed over batches, the paper
+  scores ``S(-w) = -w * (Hg)`` and **removes the weights with the largest S**:
+  removing them reduces the gradient flow least, or even increases it (the authors' code
+  computes ``-theta * Hg`` and masks its top fraction). prunekit's convention is the
+  opposite (higher score = kept), so the returned score is ``w * (Hg) = -S``: pruning the
+  lowest returned scores removes exactly the weights GraSP removes. Written as a "higher is
+  kept" score, GraSP is therefore ``w * (Hg)``; keeping the highest ``-w * (Hg)`` instead
+  would be the opposite of GraSP. First-order meaning: shrinking w_q by a factor
+  (1 - eps) changes the gradient norm ``g.g`` by about ``-2 eps * score_q``, so the weights
+  kept are those whose removal would reduce the gradient flow most. ``temperature=``
+  divides the logits (the authors' code uses 200; default 1 = plain loss). On a masked
+  model ``g`` is restricted to the unmasked weights (the gradient flow of the live
+  network).
 * ``"obd"`` — LeCun, Denker & Solla 1990, *Optimal Brain Damage* (NIPS 2): saliency
   ``s_q = 1/2 * h_qq * w_q**2`` with ``h_qq`` the diagonal of the Hessian of the average loss
   ``(1/B) sum_b L_b`` (the per-sample mean loss when batches have equal size).
@@ -102,8 +107,8 @@ def snip(model: nn.Module, targets: list[Target], data: Iterable, *, batches: in
         return {t.name: (gi * w.detach()).abs() for t, gi, w in zip(targets, g, leaves)}
 
 
-@register("grasp", description="GraSP w*(Hg) = minus the paper's S; the paper removes the largest S "
-          "(Wang et al. 2020)", needs_data=True, reference="wang2020grasp")
+@register("grasp", description="GraSP w*(Hg), kept when high: the paper's score S = -w*(Hg) is "
+          "removed when large (Wang et al. 2020)", needs_data=True, reference="wang2020grasp")
 def grasp(model: nn.Module, targets: list[Target], data: Iterable, *, batches: int | None = None,
           loss_fn=None, temperature: float = 1.0) -> dict[str, torch.Tensor]:
     batches, loss_fn = _check_common(batches, loss_fn)
