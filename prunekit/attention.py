@@ -67,6 +67,30 @@ module with the same call signature and fewer heads.
 >>> x = torch.randn(2, 1, 8, 8)
 >>> bool(torch.allclose(small(x), vit(x), atol=1e-6))
 True
+
+Gradient importance (Michel et al. 2019)
+----------------------------------------
+The scores above are weight norms: data-free, and what ``granularity="head"`` uses with
+the default criterion. Michel et al. rank heads by how much the loss reacts to them
+instead. With a gate ``xi_h = 1`` multiplying head ``h``'s output ``A_h(x)`` (the
+per-head attention output, before the out-projection),
+
+    I_h = E_x | sum_t A_h(x)_t . dL(x)/dA_h(x)_t | = E_x | dL(x)/d xi_h |,
+
+normalised per attention module by its l2 norm. :func:`head_importance` computes it
+(one ``[num_heads]`` tensor per module); :func:`head_masks_from_importance` turns those
+head scores into masks that remove whole heads, like ``granularity="head"`` does, to be
+applied with :func:`prunekit.apply_masks` and removed with :func:`compact_heads`.
+
+>>> data = [(torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)))]
+>>> imp = head_importance(vit, data)
+>>> {n: tuple(t.shape) for n, t in imp.items()}
+{'blocks.0.attn': (4,), 'blocks.1.attn': (4,)}
+>>> [int((t == 0).sum()) for t in imp.values()]   # the heads removed above
+[2, 2]
+>>> masks = head_masks_from_importance(imp, 0.5, vit, scope="layer")
+>>> sorted({n.rsplit(".", 2)[0] for n in masks})
+['blocks.0.attn', 'blocks.1.attn']
 """
 
 from __future__ import annotations
@@ -83,11 +107,12 @@ from torch.nn.utils import prune as torch_prune
 
 from . import granularity as gran
 from .allocation import allocate, check_scope, check_scores, check_sparsity
+from .criteria._common import iter_batches, model_device
 from .models import MultiHeadSelfAttention
 from .targets import all_parameters, effective
 
 __all__ = ["HeadSlice", "AttentionHeads", "find_heads", "head_scores", "head_masks", "removed_heads",
-           "compact_heads", "PrunedMultiheadAttention"]
+           "compact_heads", "PrunedMultiheadAttention", "head_importance", "head_masks_from_importance"]
 
 
 @dataclass(frozen=True)
@@ -464,3 +489,190 @@ def compact_heads(model: nn.Module) -> nn.Module:
             parent, _, child = a.name.rpartition(".")
             setattr(modules[parent] if parent else work, child, new)
     return work
+
+
+# --- gradient importance (Michel et al. 2019) ----------------------------------------------
+
+def _summed_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over the examples (and over the tokens of ``[B, T, C]``
+    outputs with ``[B, T]`` targets, as language models give)."""
+    if outputs.dim() == 3 and targets.dim() == 2:
+        outputs, targets = outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1)
+    return F.cross_entropy(outputs, targets, reduction="sum")
+
+
+def _gated_copy(model: nn.Module) -> tuple[nn.Module, dict[str, MultiHeadSelfAttention]]:
+    """A frozen eval-mode copy of ``model`` (masks folded) in which every attention module
+    is a :class:`~prunekit.models.MultiHeadSelfAttention` (an ``nn.MultiheadAttention``
+    becomes the equivalent :class:`PrunedMultiheadAttention` with all its heads), so that
+    the concatenated head outputs are the input of its ``proj``."""
+    work = _copy_folded(model)
+    attns = {}
+    for a in find_heads(work):
+        m = a.module
+        if not isinstance(m, MultiHeadSelfAttention):
+            if m.bias_k is not None or m.add_zero_attn:
+                raise ValueError(f"head_importance: the nn.MultiheadAttention {a.name!r} has add_bias_kv=True or "
+                                 "add_zero_attn=True, which is not supported")
+            m = PrunedMultiheadAttention.from_torch(m, list(range(m.num_heads)))
+            if not a.name:
+                work = m
+            else:
+                parent, _, child = a.name.rpartition(".")
+                setattr(work.get_submodule(parent) if parent else work, child, m)
+        attns[a.name] = m
+    work.eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    return work, attns
+
+
+def head_importance(model: nn.Module, data, *, loss_fn=None, normalize: bool = True) -> dict[str, torch.Tensor]:
+    """Michel et al.'s (2019) gradient importance of every attention head.
+
+    For a gate ``xi_h = 1`` multiplying the output ``A_h(x)`` of head ``h`` (its attention
+    output before the out-projection; ``t`` runs over the tokens),
+
+    ``I_h = E_x | sum_t A_h(x)_t . dL(x)/dA_h(x)_t | = E_x | dL(x)/d xi_h |``,
+
+    the expected absolute first-order change of the loss when the head is removed. With
+    ``normalize=True`` (the paper's choice) each module's scores are divided by their l2
+    norm, so that modules compete fairly in a global ranking.
+
+    * ``model`` -- any module containing :class:`prunekit.models.MultiHeadSelfAttention`
+      or :class:`torch.nn.MultiheadAttention` (``add_bias_kv``/``add_zero_attn`` are not
+      supported). It is left exactly as it was: the computation runs on a copy, in eval
+      mode (no dropout), with the masks of :func:`prunekit.apply_masks` folded in. A
+      removed head (zero output) gets importance 0.
+    * ``data`` -- an iterable of ``(inputs, targets)`` batches (a DataLoader, a list of
+      tuples); the expectation is over all their examples. Each row of an attention
+      module's batch is one example (as in ViTs and language models), and the absolute
+      value is taken per example, as in the paper's formula (the authors' code takes it
+      per batch).
+    * ``loss_fn(outputs, targets)`` -- the loss of the batch, *summed* over its examples
+      (or a tensor of per-example losses, which is summed); a mean-reduced loss scales
+      each batch by 1/batch size. Default: cross-entropy summed over the examples (and
+      over the tokens when the outputs are ``[B, T, C]`` and the targets ``[B, T]``).
+
+    Returns ``{attention module name: tensor [num_heads]}`` (higher = more important), in
+    ``named_modules`` order; a module that the forward pass never calls gets zeros. Bad
+    input raises ``TypeError`` or ``ValueError``; the model is untouched then too.
+
+    Prune with them by :func:`head_masks_from_importance` and :func:`prunekit.apply_masks`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(normalize, bool):
+        raise TypeError(f"normalize must be True or False, got {normalize!r}")
+    if loss_fn is None:
+        loss_fn = _summed_cross_entropy
+    elif not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a callable loss_fn(outputs, targets) -> loss, got "
+                        f"{type(loss_fn).__name__}")
+    if isinstance(data, (torch.Tensor, str, bytes)) or data is None:
+        raise TypeError(f"data must be an iterable of (inputs, targets) batches, got {type(data).__name__}")
+    if not find_heads(model):
+        raise ValueError("head_importance: the model has no attention heads (prunekit.models.MultiHeadSelfAttention "
+                         "or torch.nn.MultiheadAttention)")
+    work, attns = _gated_copy(model)
+    total = {n: torch.zeros(m.num_heads, dtype=torch.float64) for n, m in attns.items()}
+    rows = {n: 0 for n in attns}
+    calls: dict[str, list[torch.Tensor]] = {n: [] for n in attns}
+
+    def gate(name: str, heads: int, head_dim: int):
+        def hook(module, args):
+            x = args[0]  # [batch, ..., heads * head_dim]: the concatenated head outputs
+            g = torch.ones((x.shape[0],) + (1,) * (x.dim() - 2) + (heads, 1), dtype=x.dtype, device=x.device,
+                           requires_grad=True)
+            calls[name].append(g)
+            return ((x.unflatten(-1, (heads, head_dim)) * g).flatten(-2),) + tuple(args[1:])
+        return hook
+
+    handles = [m.proj.register_forward_pre_hook(gate(n, m.num_heads, m.head_dim)) for n, m in attns.items()]
+    try:
+        for x, y in iter_batches(data, None, model_device(work)):
+            for c in calls.values():
+                c.clear()
+            with torch.enable_grad():
+                loss = loss_fn(work(x), y)
+                if not isinstance(loss, torch.Tensor) or not loss.is_floating_point():
+                    raise ValueError(f"loss_fn must return a floating-point tensor (the batch's loss), got "
+                                     f"{type(loss).__name__ if not isinstance(loss, torch.Tensor) else loss.dtype}")
+                loss = loss.sum()
+                gates = [g for c in calls.values() for g in c]
+                grads = (torch.autograd.grad(loss, gates, allow_unused=True) if gates and loss.requires_grad
+                         else [None] * len(gates))
+            grad_of = dict(zip(map(id, gates), grads))
+            for n, c in calls.items():
+                per_call = [grad_of[id(g)] if grad_of[id(g)] is not None else torch.zeros_like(g) for g in c]
+                if not per_call:
+                    continue
+                if len({tuple(g.shape) for g in per_call}) > 1:
+                    raise ValueError(f"head_importance: attention module {n!r} was called several times in one "
+                                     "forward pass with different batch sizes")
+                g = torch.stack(per_call).sum(0).reshape(per_call[0].shape[0], -1)  # [rows, heads]
+                total[n] += g.abs().sum(0).detach().to(torch.float64).cpu()
+                rows[n] += g.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+    device = model_device(model)
+    out = {}
+    for n in attns:
+        imp = total[n] / max(rows[n], 1)
+        if normalize:
+            norm = imp.norm()
+            imp = imp / norm if norm > 0 else imp
+        out[n] = imp.to(device=device, dtype=torch.float32)
+    return out
+
+
+def head_masks_from_importance(importance: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, float],
+                               model: nn.Module, scope: str = "global") -> dict[str, torch.Tensor]:
+    """Masks that remove ``sparsity`` of the heads of ``model``, the least important first.
+
+    ``importance`` holds one score per head, ``{attention module name: tensor
+    [num_heads]}`` (higher = kept), e.g. from :func:`head_importance`; the modules it
+    names take part, the others are left alone. Counts, ties, ``scope`` and a
+    per-module ``sparsity`` dict follow the same rules as ``granularity="head"``
+    (module docstring), except that the head scores are used as they are (no size
+    normalisation). The masks cover every parameter slice of a removed head; apply them
+    with :func:`prunekit.apply_masks`, then :func:`compact_heads` removes the heads.
+
+    >>> import torch
+    >>> from prunekit.models import TinyViT
+    >>> vit = TinyViT(depth=1, num_heads=4)
+    >>> imp = {"blocks.0.attn": torch.tensor([0.9, 0.1, 0.5, 0.3])}
+    >>> masks = head_masks_from_importance(imp, 0.5, vit)
+    >>> masks["blocks.0.attn.proj.weight"].reshape(-1, 4, 8)[0].all(-1).tolist()
+    [True, False, True, False]
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(importance, Mapping):
+        raise TypeError("importance must be a dict {attention module name: tensor [num_heads]}, got "
+                        f"{type(importance).__name__}")
+    scope = check_scope(scope)
+    found = {a.name: a for a in find_heads(model)}
+    if not found:
+        raise ValueError("head_masks_from_importance: the model has no attention heads")
+    unknown = [n for n in importance if n not in found]
+    if unknown:
+        raise ValueError(f"importance names {unknown}, which are not attention modules of the model; they are "
+                         f"{list(found)}")
+    check_scores(importance)
+    for n, t in importance.items():
+        if tuple(t.shape) != (found[n].num_heads,):
+            raise ValueError(f"importance[{n!r}] has shape {list(t.shape)}, but {n!r} has {found[n].num_heads} "
+                             f"heads (shape [{found[n].num_heads}])")
+    taking_part = [a for name, a in found.items() if name in importance]
+    per = _head_sparsity(sparsity, scope, [a.name for a in taking_part])
+    units = {a.name: importance[a.name].detach().reshape(-1) for a in taking_part}
+    keep = allocate(units, per, scope, min_keep=1)
+    shapes = {n: (t.shape, t.parameter.device) for n, t in all_parameters(model).items()}
+    masks = {}
+    for a in taking_part:
+        for s in a.slices:
+            shape, device = shapes[s.param]
+            masks[s.param] = _head_mask(a, s, shape, keep[a.name]).to(device)
+    return masks
