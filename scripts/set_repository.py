@@ -47,8 +47,8 @@ import sys
 REPOSITORY = "{url}"  # from _config.yml, written by scripts/set_repository.py
 if importlib.util.find_spec("prunekit") is None:
     if not REPOSITORY:
-        raise ModuleNotFoundError(
-            "prunekit is not installed: run `pip install -e .` in a clone of the book's repository")
+        raise ModuleNotFoundError("prunekit is not installed: run `pip install -e .` "
+                                  "in a clone of the book's repository")
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet",
                            f"prunekit @ git+{{REPOSITORY}}"])'''
 

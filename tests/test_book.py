@@ -104,7 +104,7 @@ def test_exercises_say_level_and_time(path):
     firsts = _EXERCISE.findall(text)
     assert firsts, "a chapter ends with exercises"
     for first in firsts:
-        assert re.match(r"\*\*Level:\*\* ★[★☆]{2} \w+ · \*\*Time:\*\* \d+", first), first
+        assert re.match(r"\*\*Level:\*\* ★[★☆]{2} [\w-]+ · \*\*Time:\*\* \d+", first), first
     assert "for teachers" not in text.lower().split("## exercises")[-1], \
         "notes for teachers go to book/teachers.md, not into the student exercises"
 
@@ -181,3 +181,16 @@ def test_student_edition_has_no_solutions_and_no_hidden_checks(tmp_path):
         visible = [c.source for c in original.cells if not _hidden(c) and c.cell_type == "code"]
         assert visible == [c.source for c in student.cells
                            if c.cell_type == "code" and not _hidden(c)]
+
+
+def test_every_reference_links_to_the_paper():
+    """Each bibliography entry has a DOI, an arXiv id or (for papers with neither) a URL."""
+    from pybtex.database import parse_file
+
+    entries = parse_file(str(ROOT / "book" / "references.bib")).entries
+    missing = [k for k, e in entries.items() if not {"doi", "eprint", "url"} & set(e.fields)]
+    assert not missing, f"entries without DOI/arXiv/URL: {missing}"
+    for key, e in entries.items():
+        if "eprint" in e.fields:
+            assert re.fullmatch(r"\d{4}\.\d{4,5}", e.fields["eprint"]), key
+            assert e.fields.get("archiveprefix", "").lower() == "arxiv", key
