@@ -34,6 +34,8 @@ pruning removes so that a layer's sparsity is as close as possible to the target
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import math
 from numbers import Real
 from typing import Mapping
@@ -175,10 +177,12 @@ def pattern_kernel_count(n_kernels: int, sparsity: float, area: int = 9, kept: i
     Pattern pruning keeps ``kept`` of every ``area`` weights; removing ``k`` of ``K``
     kernels gives sparsity ``(K*(area-kept) + k*kept) / (K*area)``, linear in ``k``, so
     the closest count is ``round(K * (area*s - (area-kept)) / kept)`` clipped to
-    ``[0, K]`` (Python's ``round``: half to even).
+    ``[0, K]``. It is computed exactly (with :class:`fractions.Fraction`), and an exact tie
+    between two counts goes to the even one (Python's ``round``), so the count never
+    depends on floating-point rounding.
 
-    >>> pattern_kernel_count(8, 5 / 9), pattern_kernel_count(8, 0.8)
-    (0, 4)
+    >>> pattern_kernel_count(8, 5 / 9), pattern_kernel_count(8, 0.8), pattern_kernel_count(8, 0.75)
+    (0, 4, 4)
     """
-    k = round(n_kernels * (area * sparsity - (area - kept)) / kept)
+    k = round(n_kernels * (area * Fraction(sparsity) - (area - kept)) / kept)
     return max(0, min(n_kernels, k))

@@ -1,14 +1,19 @@
 """Shared test set-up."""
 
+import os
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
 # Tests and CI run on shared, loaded 2-core machines: no property test may fail because an
-# example ran slowly (hypothesis' default deadline is 200 ms per example).
-settings.register_profile("loaded-machine", deadline=None,
+# example ran slowly (hypothesis' default deadline is 200 ms per example). By default the
+# examples are derandomised, so `make test` tries the same cases on every run and passes
+# or fails every time; `HYPOTHESIS_PROFILE=explore` draws new random cases to hunt for bugs.
+settings.register_profile("repeatable", deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("loaded-machine")
+settings.register_profile("explore", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True, scope="session")

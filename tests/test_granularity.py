@@ -477,7 +477,8 @@ def pattern_reference(s: torch.Tensor, sparsity: float):
         choice[o, i] = max(range(len(sums)), key=lambda p: (sums[p], -p))
         best[o, i] = sums[choice[o, i]]
     K = out * inp
-    k = min(range(K + 1), key=lambda k: (abs((5 * K + 4 * k) / (9 * K) - sparsity), k))
+    # closest in exact arithmetic; an exact tie between two counts goes to the even one
+    k = min(range(K + 1), key=lambda k: (abs(Fraction(5 * K + 4 * k, 9 * K) - Fraction(sparsity)), k % 2))
     keys = list(best)
     removed = {keys[j] for j in stable_lowest([best[key] for key in keys], k)}
     return choice, removed
