@@ -376,3 +376,44 @@ def test_a_parameter_used_twice_counts_once_and_gets_one_mask(make, x):
     pk.remove_masks(m)
     assert m[2].weight is m[0].weight
     assert torch.equal(m(x), masked)
+
+
+@pytest.mark.parametrize("granularity, scope", [("unstructured", "global"), ("channel", "layer")])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compact_keeps_tied_weights_tied(granularity, scope, seed):
+    m = TiedLM(seed=seed)
+    torch.manual_seed(seed)
+    pk.prune(m, 0.5, criterion="random", granularity=granularity, scope=scope)
+    masked = m(TOKENS)
+    small = pk.compact(m, TOKENS)
+    assert small.head.weight is small.emb.weight
+    assert sum(p.numel() for p in small.parameters()) <= sum(p.numel() for p in m.parameters())
+    torch.testing.assert_close(small(TOKENS), masked)
+
+
+def test_compact_keeps_two_layers_sharing_a_weight_tied():
+    m = shared_weight()
+    pk.prune(m, 0.5, criterion="random", granularity="channel", scope="layer", include=["0.weight"])
+    masked = m(X5)
+    small = pk.compact(m, X5)
+    assert small[2].weight is small[0].weight
+    torch.testing.assert_close(small(X5), masked)
+
+
+class TiedLMDeeper(TiedLM):
+    def __init__(self):
+        super().__init__()
+        self.mid2 = nn.Linear(6, 6)
+
+    def forward(self, tokens):
+        return self.head(self.mid2(torch.relu(self.mid(self.emb(tokens)))))
+
+
+def test_compact_still_removes_channels_away_from_a_tied_parameter():
+    m = TiedLMDeeper()
+    pk.apply_masks(m, {"mid.weight": (torch.arange(6)[:, None] % 2 == 0).expand(6, 6)})
+    masked = m(TOKENS)
+    small = pk.compact(m, TOKENS)
+    assert small.mid.out_features == 3 and small.mid2.in_features == 3  # mid's channels reach no tie
+    assert small.head.weight is small.emb.weight
+    torch.testing.assert_close(small(TOKENS), masked)
