@@ -144,6 +144,13 @@ another path). Concatenation along a dim other than the channels (tokens) merges
 parts' channel spaces.
 Modules with parameters that are called more than once, and models that
 ``torch.fx.symbolic_trace`` cannot trace, raise a ``ValueError`` / ``TypeError``.
+
+Shared (tied) parameters
+------------------------
+A parameter used by several modules (a language model's embedding and output head, two
+layers sharing ``.weight``) stays one parameter, shared by the same modules, in the
+compacted model: the channels that would slice it (for one of its modules but not the
+others) are kept, as with the model's outputs, so it is never sliced.
 """
 
 from __future__ import annotations
@@ -158,6 +165,8 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.utils import prune as torch_prune
 from torch.utils._pytree import tree_flatten
+
+from .targets import all_parameters
 
 __all__ = ["compact", "zero_removed_channels", "plan_channels"]
 
@@ -1023,11 +1032,34 @@ def _settle(keeps: dict[int, torch.Tensor], spaces: list, ties: list, chunks: li
                         changed = True
 
 
+def _shared_spaces(tr: _Tracer, model: nn.Module) -> set[int]:
+    """The spaces whose channels would slice a parameter shared by several modules (tied weights).
+
+    Slicing it for one module would untie it from the others (an embedding that shares its
+    matrix with the output head is not sliced with the head's input columns), so these
+    spaces keep all their channels and every use keeps one, unsliced, parameter.
+    """
+    pinned = set()
+    for t in all_parameters(model).values():
+        if len(t.uses) < 2:
+            continue
+        for u in t.uses:
+            owner = u.name.rpartition(".")[0]
+            segs = list(tr.attr_in.get(u.name, (None, []))[1])
+            if u.attr in ("weight", "bias"):
+                segs += tr.module_out.get(owner, []) + tr.bn_in.get(owner, [])
+            if u.attr == "weight":
+                segs += tr.module_in.get(owner, [])
+            pinned.update(tr.find(sid) for sid, _, _ in segs)
+    return pinned
+
+
 def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
     """Trace ``model`` (masks still applied) and decide the kept channels of every group."""
     gm, modules = _trace(model, example_inputs)
     tr = _Tracer(gm, modules)
     tr.run()
+    shared = _shared_spaces(tr, model)
     groups = []
     kept_of: dict[int, torch.Tensor] = {}
     leader: dict[int, tuple[int, str]] = {}
@@ -1069,7 +1101,7 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
                 f"{s.producers}, and they flow into {s.barriers[0]}, which compact does not support; "
                 "keep those channels (pass exclude= the producing layers when pruning)"
             )
-        if s.fixed:  # the model's outputs keep all their channels
+        if s.fixed or i in shared:  # the model's outputs, and tied parameters, keep all their channels
             keep[:] = True
     _settle(keeps, tr.spaces, ties, chunks)
     for i in roots:
