@@ -196,14 +196,6 @@ def example_inputs_fit(model: nn.Module, example_inputs: object) -> Iterator[Non
         ) from exc
 
 
-def forward_example(model: nn.Module, example_inputs: object) -> object:
-    """``model(*example_inputs)`` (a tensor is one input), read-only (:func:`read_only`); an
-    error -> ``ValueError`` naming ``example_inputs`` (:func:`example_inputs_fit`)."""
-    args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    with read_only(model), example_inputs_fit(model, example_inputs):
-        return model(*args)
-
-
 def data_error(exc: Exception, batch: int | None, inputs: object, outputs: object = None,
                targets: object = None, *, loss: bool = False) -> ValueError:
     """The ``ValueError`` for ``exc``, raised by the model on the ``inputs`` of a batch of
