@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from .criteria._common import example_inputs_fit, preserved, read_only
 from .targets import PRUNABLE_TYPES, all_parameters
 
 
@@ -114,13 +116,18 @@ _EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_c
 
 
 def count_macs(model: nn.Module, example_inputs) -> tuple[int, dict[str, int]]:
-    """Dense MACs of one forward pass: (total, {module_name: MACs}) for modules with MACs."""
+    """Dense MACs of one forward pass: (total, {module_name: MACs}) for modules with MACs.
+
+    The pass runs in eval mode and leaves the model exactly as it was (BatchNorm statistics,
+    buffers, train/eval mode); ``example_inputs`` that the model does not accept raise a
+    ``ValueError``.
+    """
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # its fused kernel hides nn.MultiheadAttention from the counter
     try:
-        with torch.no_grad(), counter:
+        with read_only(model), example_inputs_fit(model, example_inputs), counter:
             model(*args)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -140,7 +147,8 @@ def summary(model: nn.Module, example_inputs) -> Summary:
     """Per-layer params, non-zeros, sparsity, dense and effective MACs; model size.
 
     ``example_inputs`` is a tensor (or a tuple of tensors) for one forward pass; the
-    batch size scales the MACs, so pass a single example to get per-sample MACs.
+    batch size scales the MACs, so pass a single example to get per-sample MACs. The
+    pass runs in eval mode and the model is left exactly as it was.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -197,7 +205,8 @@ class Timing:
 def latency(model: nn.Module, example_inputs, *, threads: int = 1, min_run_time: float = 0.5) -> Timing:
     """Time ``model(example_inputs)`` under ``no_grad`` with :mod:`torch.utils.benchmark`.
 
-    The model is used as it is (call ``model.eval()`` first for inference numbers).
+    The model is used as it is (call ``model.eval()`` first for inference numbers); what
+    the timed passes change in it (BatchNorm statistics in train mode, buffers) is restored.
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int, got {threads!r}")
@@ -219,7 +228,8 @@ def latency(model: nn.Module, example_inputs, *, threads: int = 1, min_run_time:
         globals={"model": model, "args": args, "torch": torch},
         num_threads=threads,
     )
-    m = timer.blocked_autorange(min_run_time=min_run_time)
+    with preserved(model) if isinstance(model, nn.Module) else nullcontext():
+        m = timer.blocked_autorange(min_run_time=min_run_time)
     return Timing(m.median, m.iqr, len(m.times), threads)
 
 

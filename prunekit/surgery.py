@@ -156,6 +156,7 @@ others) are kept, as with the model's outputs, so it is never sliced.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import operator
 from dataclasses import dataclass, field
@@ -166,6 +167,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.utils import prune as torch_prune
 from torch.utils._pytree import tree_flatten
 
+from .criteria._common import example_inputs_fit, read_only
 from .targets import all_parameters
 
 __all__ = ["compact", "zero_removed_channels", "plan_channels"]
@@ -296,7 +298,7 @@ def _construct(node: fx.Node, modules: dict) -> str:
         return "addition of a constant or of tensors with different shapes/layouts"
     if t in (torch.matmul, torch.bmm, operator.matmul, _F.scaled_dot_product_attention):
         return "matrix product / attention"
-    return "an operation compact has no rule for"
+    return "an operation channel surgery has no rule for"
 
 
 class _Tracer:
@@ -347,7 +349,8 @@ class _Tracer:
             return a
         sa, sb = self.spaces[a], self.spaces[b]
         if sa.size != sb.size:
-            raise ValueError(f"compact: {where} joins channel groups of sizes {sa.size} and {sb.size}")
+            raise ValueError(f"{where} joins channel groups of sizes {sa.size} and {sb.size}, "
+                             "which channel surgery cannot follow")
         self.parent[b] = a
         sa.fixed |= sb.fixed
         for f in ("producers", "bns", "depthwise", "consumers", "barriers", "partitions"):
@@ -456,8 +459,8 @@ class _Tracer:
                     counts[node.target] = counts.get(node.target, 0) + 1
                     if counts[node.target] > 1:
                         raise ValueError(
-                            f"compact: module {node.target!r} ({type(m).__name__}) is called more than once "
-                            "(a reused module with parameters); compact does not support shared layers"
+                            f"module {node.target!r} ({type(m).__name__}) is called more than once (a "
+                            "reused module with parameters); channel surgery does not support shared layers"
                         )
         for node in self.gm.graph.nodes:
             self.info[node] = self.visit(node)
@@ -774,7 +777,7 @@ class _Tracer:
                     return self.unflatten(node, src)
                 if (fn and t in _PERMUTE) or (not fn and t in (_PERMUTE_METHODS | {"contiguous", "clone", "detach"})):
                     return self.refactor(node, src)
-            return self.barrier(node, args, "an operation on split channels compact has no rule for"
+            return self.barrier(node, args, "an operation on split channels channel surgery has no rule for"
                                 if src in self.factored else None)
         if ((fn and t in (torch.chunk, torch.split, torch.tensor_split)) or (not fn and t in ("chunk", "split"))) \
                 and len(args) == 1 and first is args[0] and isinstance(tm, (tuple, list)):
@@ -929,41 +932,52 @@ class _Tracer:
         return self.barrier(node, args)
 
 
+def _fixed_defaults(model: nn.Module, n_args: int) -> dict[str, object] | None:
+    """The parameters of ``model.forward`` after the ``n_args`` given ones whose default is
+    ``None`` or a plain constant: traced as that constant (``torch.fx`` would otherwise trace
+    e.g. ``if mask is not None`` as if a mask were given)."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params[:n_args + 1]):
+        return None
+    fixed = {p.name: p.default for p in params[n_args:]
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+             and (p.default is None or type(p.default) in (bool, int, float, str))}
+    return fixed or None
+
+
 def _trace(model: nn.Module, example_inputs) -> tuple[fx.GraphModule, dict]:
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as e:  # noqa: BLE001 - torch.fx raises many kinds of errors
-        raise TypeError(
-            f"compact: torch.fx.symbolic_trace cannot trace {type(model).__name__} "
-            f"({type(e).__name__}: {e}); compact needs a model without data-dependent control flow"
-        ) from e
+    """The ``torch.fx`` graph of ``model`` (traced in eval mode) with every node's shape, from
+    one pass on ``example_inputs``; ``model`` is left exactly as it was (:func:`read_only`).
+
+    ``example_inputs`` that the model does not accept raise a ``ValueError`` naming them; a
+    model that cannot be traced, a ``TypeError``; a graph that fails where the model runs
+    (control flow that tracing fixed), a ``ValueError``. The messages name no public function:
+    ``compact``, ``zero_removed_channels`` and ``prune(..., example_inputs=)`` all trace.
+    """
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    # the pruning pre-hooks overwrite ``module.weight`` on every forward: put them back after
-    saved = [(m, h._tensor_name, m.__dict__.get(h._tensor_name)) for m in model.modules()
-             for h in m._forward_pre_hooks.values() if isinstance(h, torch_prune.BasePruningMethod)]
-    try:
-        with torch.no_grad(), _eval(gm):
+    with read_only(model):
+        with example_inputs_fit(model, example_inputs):  # shape, dtype, arity: a clear error first
+            model(*args)
+        try:
+            gm = fx.symbolic_trace(model, concrete_args=_fixed_defaults(model, len(args)))
+        except Exception as e:  # noqa: BLE001 - torch.fx raises many kinds of errors
+            raise TypeError(
+                f"torch.fx.symbolic_trace cannot trace {type(model).__name__} ({type(e).__name__}: {e}); "
+                "following channels through a model (compact, prune with granularity='channel' and "
+                "example_inputs) needs a model without data-dependent control flow"
+            ) from e
+        try:
             ShapeProp(gm).propagate(*args)
-    finally:
-        for m, name, t in saved:
-            if t is not None:
-                setattr(m, name, t)
+        except Exception as e:  # noqa: BLE001
+            raise ValueError(
+                f"the torch.fx graph of {type(model).__name__} fails on example_inputs although the model "
+                f"runs on them ({type(e).__name__}: {e}); its forward() likely branches on its inputs "
+                "(control flow that tracing fixed), which channel surgery cannot follow"
+            ) from e
     return gm, dict(gm.named_modules())
-
-
-class _eval:
-    """Context: the model in eval mode, each module's own flag restored afterwards."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        for m, t in self.flags:
-            m.training = t
 
 
 def _check_inputs(model, example_inputs) -> None:
@@ -1070,7 +1084,7 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
         sg = tr.spaces[g]
         if leader.get(g, (d,))[0] != d or sg.consumers or sg.barriers or sg.fixed or sg.depthwise:
             raise ValueError(
-                f"compact: the gate at {where} (produced by {sg.producers}) is also used elsewhere; "
+                f"the gate at {where} (produced by {sg.producers}) is also used elsewhere; "
                 "a squeeze-and-excitation gate must feed only its product gate * x"
             )
         leader[g] = (d, where)
@@ -1097,8 +1111,8 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
         s = tr.spaces[i]
         if not keep.all() and s.barriers:
             raise ValueError(
-                f"compact: the masks remove {int((~keep).sum())} channels of the group produced by "
-                f"{s.producers}, and they flow into {s.barriers[0]}, which compact does not support; "
+                f"the masks remove {int((~keep).sum())} channels of the group produced by "
+                f"{s.producers}, and they flow into {s.barriers[0]}, which channel surgery does not support; "
                 "keep those channels (pass exclude= the producing layers when pruning)"
             )
         if s.fixed or i in shared:  # the model's outputs, and tied parameters, keep all their channels
@@ -1109,7 +1123,7 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
         if i in leader:  # a squeeze-and-excitation gate: the data's channels, no vote
             d = tr.find(leader[i][0])
             if d not in keeps:
-                raise ValueError(f"compact: the gate at {leader[i][1]} gates a tensor compact cannot follow")
+                raise ValueError(f"the gate at {leader[i][1]} gates a tensor channel surgery cannot follow")
             keeps[i] = keeps[d].clone()
         kept = keeps[i].nonzero().flatten()
         kept_of[i] = kept
@@ -1262,7 +1276,7 @@ def _shrink(plan: ChannelPlan, modules: dict, root: nn.Module | None = None) -> 
 
 def _outputs(model: nn.Module, example_inputs) -> list[torch.Tensor]:
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    with torch.no_grad(), _eval(model):
+    with read_only(model):
         out = model(*args)
     return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
 

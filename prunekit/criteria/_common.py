@@ -118,14 +118,18 @@ def sample(x, i: int):
 
 @contextmanager
 def preserved(model: nn.Module) -> Iterator[None]:
-    """Restore everything a criterion may touch: train/eval flags, parameter and buffer values
-    (BatchNorm running statistics), ``requires_grad`` flags and ``.grad`` fields.
+    """Restore everything a criterion (or a forward pass) may touch: train/eval flags,
+    parameter and buffer values (BatchNorm running statistics, a user's counting buffer,
+    non-persistent buffers too), which tensor each parameter/buffer slot holds,
+    ``requires_grad`` flags and ``.grad`` fields.
 
     Tensors are restored in place, and only if they changed (so their version counters, and
     any autograd graph the caller still holds, are left alone when nothing changed).
     """
     modes = [(m, m.training) for m in model.modules()]
-    state = {k: (v, v.detach().clone()) for k, v in model.state_dict(keep_vars=True).items()}
+    # every parameter and buffer slot of every module, and each distinct tensor once (tied ones)
+    slots = [(d, k, v) for m in model.modules() for d in (m._parameters, m._buffers) for k, v in d.items()]
+    values = {id(v): (v, v.detach().clone()) for _, _, v in slots if v is not None}
     params = list(model.parameters())
     flags = [(p, p.requires_grad) for p in params]
     grads = [(p, p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
@@ -140,8 +144,11 @@ def preserved(model: nn.Module) -> Iterator[None]:
         for m, k, v in attrs:
             if m.__dict__.get(k) is not v:
                 m.__dict__[k] = v
+        for d, k, v in slots:
+            if d.get(k) is not v:
+                d[k] = v
         with torch.no_grad():
-            for ref, saved in state.values():
+            for ref, saved in values.values():
                 if ref.shape != saved.shape or ref.dtype != saved.dtype or ref.device != saved.device:
                     ref.data = saved
                 elif not torch.equal(ref.detach(), saved):
@@ -153,6 +160,56 @@ def preserved(model: nn.Module) -> Iterator[None]:
             if g is not None and not torch.equal(g, saved):
                 with torch.no_grad():
                     g.copy_(saved)
+
+
+@contextmanager
+def read_only(model: nn.Module) -> Iterator[None]:
+    """A block in which ``model`` runs in eval mode without autograd and after which it is
+    exactly as before (see :func:`preserved`): for the forward passes of functions that only
+    look at a model (``summary``, MAC counts, tracing for ``compact`` and coupled pruning)."""
+    with preserved(model), torch.no_grad():
+        model.eval()
+        yield
+
+
+def _describe(x: object) -> str:
+    """``x`` in a few words for an error message: a tensor's shape and dtype, else its type."""
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    if isinstance(x, (tuple, list)):
+        more = ", ..." if len(x) > 3 else ""
+        return f"a {type(x).__name__} of {len(x)}: [" + ", ".join(_describe(v) for v in x[:3]) + more + "]"
+    return f"a {type(x).__name__}"
+
+
+@contextmanager
+def example_inputs_fit(model: nn.Module, example_inputs: object) -> Iterator[None]:
+    """Re-raise any error of the block (a forward pass of ``model`` on ``example_inputs``) as a
+    ``ValueError`` saying that ``example_inputs`` does not fit the model, chained to the original."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - shape, dtype, arity, device: every kind of misfit
+        raise ValueError(
+            f"example_inputs does not fit the model: {type(model).__name__} raised {type(exc).__name__} "
+            f"({exc}) on example_inputs = {_describe(example_inputs)}. Pass a batch the model accepts: a "
+            "tensor, or a tuple of its positional inputs"
+        ) from exc
+
+
+def data_error(exc: Exception, batch: int | None, inputs: object, outputs: object = None,
+               targets: object = None, *, loss: bool = False) -> ValueError:
+    """The ``ValueError`` for ``exc``, raised by the model on the ``inputs`` of a batch of
+    ``data`` (or, when ``loss``, by ``loss_fn`` on the model's ``outputs`` and the batch's
+    ``targets``); it names ``data`` (and ``loss_fn``) and the batch index. Raise it ``from exc``."""
+    where = "a batch of data" if batch is None else f"batch {batch} of data"
+    if loss:
+        return ValueError(
+            f"loss_fn(outputs, targets) fails on {where} ({type(exc).__name__}: {exc}); the model's outputs "
+            f"are {_describe(outputs)} and the targets {_describe(targets)}: check data's targets (dtype, "
+            "range of the class indices) or pass a loss_fn that accepts these outputs and targets")
+    return ValueError(
+        f"the model fails on the inputs of {where} ({type(exc).__name__}: {exc}); they are "
+        f"{_describe(inputs)}: data must yield (inputs, targets) batches whose inputs the model accepts")
 
 
 # ------------------------------------------------------- effective weights as autograd leaves
@@ -209,11 +266,19 @@ def grads(loss: torch.Tensor, leaves: list[torch.Tensor], create_graph: bool = F
     return [torch.zeros_like(w) if g is None else g for g, w in zip(gs, leaves)]
 
 
-def forward_loss(model: nn.Module, x, y, loss_fn: LossFn, temperature: float = 1.0) -> torch.Tensor:
-    out = model(x)
-    if temperature != 1.0:
-        out = out / temperature
-    loss = loss_fn(out, y)
+def forward_loss(model: nn.Module, x, y, loss_fn: LossFn, temperature: float = 1.0,
+                 batch: int | None = None) -> torch.Tensor:
+    """``loss_fn(model(x) / temperature, y)`` as a 0-d tensor. An error of the model or of the
+    loss is re-raised as a ``ValueError`` naming ``data`` (or ``loss_fn``) and ``batch``
+    (:func:`data_error`)."""
+    try:
+        out = model(x)
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises on bad inputs
+        raise data_error(exc, batch, x) from exc
+    try:
+        loss = loss_fn(out if temperature == 1.0 else out / temperature, y)
+    except Exception as exc:  # noqa: BLE001 - whatever the loss raises on bad targets or outputs
+        raise data_error(exc, batch, x, out, y, loss=True) from exc
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise ValueError("loss_fn must return a scalar tensor")
     return loss.reshape(())
@@ -227,8 +292,8 @@ def summed_over_batches(model: nn.Module, leaves: list[torch.Tensor], data: Iter
     The accumulation loop shared by the gradient criteria (SNIP, Taylor, movement, GraSP).
     """
     acc: list[torch.Tensor] | None = None
-    for x, y in iter_batches(data, batches, model_device(model)):
-        gs = grads(forward_loss(model, x, y, loss_fn, temperature), leaves)
+    for i, (x, y) in enumerate(iter_batches(data, batches, model_device(model))):
+        gs = grads(forward_loss(model, x, y, loss_fn, temperature, batch=i), leaves)
         terms = [term(g, w.detach()) for g, w in zip(gs, leaves)]
         acc = terms if acc is None else [a + t for a, t in zip(acc, terms)]
     return acc
@@ -303,13 +368,30 @@ def forward_with_hooks(model: nn.Module, data: Iterable, batches: int | None,
     Each hook is ``(module, fn, pre)``: a forward pre-hook when ``pre``, else a forward hook;
     they are removed even when the forward pass raises.
     """
+    raised: list[BaseException] = []  # errors of the hooks themselves pass unchanged
+
+    def watched(fn: Callable) -> Callable:
+        def hook(*args):
+            try:
+                return fn(*args)
+            except Exception as exc:
+                raised.append(exc)
+                raise
+        return hook
+
     handles = []
     try:
         for module, fn, pre in hooks:
-            handles.append(module.register_forward_pre_hook(fn) if pre else module.register_forward_hook(fn))
+            handles.append(module.register_forward_pre_hook(watched(fn)) if pre
+                           else module.register_forward_hook(watched(fn)))
         with torch.no_grad():
-            for x, _ in iter_batches(data, batches, model_device(model)):
-                model(x)
+            for i, (x, _) in enumerate(iter_batches(data, batches, model_device(model))):
+                try:
+                    model(x)
+                except Exception as exc:
+                    if raised and exc is raised[-1]:
+                        raise
+                    raise data_error(exc, i, x) from exc
     finally:
         for h in handles:
             h.remove()

@@ -121,7 +121,8 @@ def summed_over_batches(model: nn.Module, leaves: list[torch.Tensor], data: Iter
     a tensor: of ``w``'s shape for a weight-level score, ``[out_channels]`` for a
     channel-level one (see :func:`per_channel`). ``batches`` limits how many batches of
     ``data`` are used (default all); ``loss_fn`` defaults to cross-entropy. Raises
-    ``ValueError`` if ``data`` yields nothing.
+    ``ValueError`` if ``data`` yields nothing, and one naming ``data`` (or ``loss_fn``) and
+    the batch index when the model or the loss fails on a batch (the original error chained).
 
     >>> import torch, torch.nn as nn
     >>> from prunekit.criteria import api
