@@ -19,6 +19,28 @@ def check_model(model: Any) -> nn.Module:
     return model
 
 
+def check_materialised(model: Any, *, allow_meta: bool = False) -> nn.Module:
+    """``model`` itself, if it is an ``nn.Module`` whose parameters and buffers all exist.
+
+    ``ValueError`` for an uninitialised lazy module (``nn.LazyLinear`` before its first
+    forward pass: no shape yet) and, unless ``allow_meta``, for tensors on the meta device
+    (shapes but no values, e.g. a model built under ``torch.device("meta")``). Only reads
+    the model.
+    """
+    check_model(model)
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, t in named:
+            if nn.parameter.is_lazy(t):
+                raise ValueError(f"model has an uninitialised (lazy) {kind} {name!r} (e.g. nn.LazyLinear before its "
+                                 f"first forward pass): run one forward pass on a real batch first, so that its "
+                                 f"shape is known")
+            if t.is_meta and not allow_meta:
+                raise ValueError(f"model has {kind} {name!r} on the meta device (a shape without values): "
+                                 f"materialise the model first, e.g. model.to_empty(device='cpu') and then "
+                                 f"load_state_dict(...)")
+    return model
+
+
 def check_nonneg(name: str, value: Any) -> float:
     """``value`` as a finite float >= 0."""
     if isinstance(value, bool) or not isinstance(value, Real):

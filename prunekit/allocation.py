@@ -8,20 +8,31 @@
 Exact counts and the tie rule
 -----------------------------
 Pruning ``s`` of ``n`` scores removes exactly ``round(s * n)`` of them (Python's
-``round``, i.e. half to even, as :mod:`torch.nn.utils.prune` does). The lowest scores
-go first; among equal scores, the one that comes first is pruned first: first by the
-order of the ``scores`` dict (the model's parameter order), then by flat (row-major)
-index inside a tensor. The result equals a *stable* ascending sort of the scores.
+``round``, i.e. half to even, as :mod:`torch.nn.utils.prune` does) -- except that the
+rounding never takes a whole pool (below). The lowest scores go first; among equal
+scores, the one that comes first is pruned first: first by the order of the ``scores``
+dict (the model's parameter order), then by flat (row-major) index inside a tensor.
+The result equals a *stable* ascending sort of the scores.
 
 The same rule applies to the *units* of coarser granularities (channels, blocks):
 :func:`allocate` ranks one score per unit exactly as it ranks weights.
+
+Never everything
+----------------
+``sparsity < 1`` means "not everything", but ``round(s * n)`` reaches ``n`` as soon as
+``s >= 1 - 1/(2n)`` (0.999 of 192 weights rounds to 192). So at most ``n - 1`` units of
+a pool go: in ``scope="layer"`` the pool is each tensor, so **every tensor keeps at least
+one unit** (its best, the one a stable ascending sort puts last) and the count is
+``min(round(s * n), n - 1)``; in ``scope="global"`` the pool is all tensors together,
+the count is ``min(round(s * N), N - 1)`` -- the ranking itself may still empty a
+tensor whose scores are all low (*layer collapse*, as with
+``torch.nn.utils.prune.global_unstructured``; ``min_keep`` prevents it).
 
 At least one channel per layer
 ------------------------------
 Channel pruning never removes every channel of a layer (that would disconnect the
 network and leave nothing to rebuild): :func:`allocate` takes ``min_keep=1`` and
-spares each tensor's best unit, the one a stable ascending sort puts last. In layer
-scope the count is ``min(round(s * n), n - 1)``; in global scope
+spares each tensor's best unit, also in global scope:
 ``min(round(s * N), N - L)`` over ``N`` channels in ``L`` layers, and a layer that
 would lose all its channels keeps its best one while the next-lowest channel of
 another layer goes instead.
@@ -45,20 +56,36 @@ import torch
 SCOPES = ("global", "layer")
 
 
+def _short(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a 400-digit int stays readable)."""
+    r = repr(value)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
 def check_sparsity(sparsity: object, arg: str = "sparsity") -> float:
-    """A fraction of weights to remove, in [0, 1)."""
+    """A fraction of weights to remove, in [0, 1): ``TypeError`` for a non-number (bools,
+    strings, complex numbers, tensors), ``ValueError`` for NaN, infinities and any value
+    outside [0, 1) (also one too large for a float)."""
     if isinstance(sparsity, bool) or not isinstance(sparsity, Real):
-        raise TypeError(f"{arg} must be a number in [0, 1), got {type(sparsity).__name__}")
-    s = float(sparsity)
-    if not (0.0 <= s < 1.0) or math.isnan(s):
-        raise ValueError(f"{arg} must be in [0, 1) (the fraction of weights removed), got {sparsity!r}")
+        raise TypeError(f"{arg} must be a number in [0, 1) (the fraction of weights removed), "
+                        f"got {_short(sparsity)} of type {type(sparsity).__name__}")
+    try:
+        s = float(sparsity)
+    except (OverflowError, ValueError):
+        s = math.nan
+    if not 0.0 <= s < 1.0:  # also NaN
+        raise ValueError(f"{arg} must be in [0, 1) (the fraction of weights removed), got {_short(sparsity)}")
     return s
 
 
 def check_scope(scope: object) -> str:
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {list(SCOPES)}, got {scope!r}")
-    return scope  # type: ignore[return-value]
+    """``"global"`` or ``"layer"``, case-insensitive like criterion and granularity names."""
+    if not isinstance(scope, str):
+        raise TypeError(f"scope must be one of {list(SCOPES)} (a string), got {type(scope).__name__}")
+    key = scope.strip().lower()
+    if key not in SCOPES:
+        raise ValueError(f"scope must be one of {list(SCOPES)} (case-insensitive), got {scope!r}")
+    return key
 
 
 def check_scores(scores: object) -> dict[str, torch.Tensor]:
@@ -73,6 +100,9 @@ def check_scores(scores: object) -> dict[str, torch.Tensor]:
             raise TypeError(f"scores[{name!r}] must be a real-valued tensor, got dtype {s.dtype}")
         if s.numel() == 0:
             raise ValueError(f"scores[{name!r}] is empty")
+        if s.is_meta:
+            raise ValueError(f"scores[{name!r}] is on the meta device and has no values (was the model built "
+                             f"on the meta device? load its weights first)")
         if s.is_floating_point() and torch.isnan(s).any():
             raise ValueError(f"scores[{name!r}] contains NaN")
     return dict(scores)
@@ -112,6 +142,9 @@ def resolve_sparsity(names: list[str], sparsity: object, scope: str) -> dict[str
     if isinstance(sparsity, Mapping):
         if scope != "layer":
             raise ValueError("a per-layer sparsity dict needs scope='layer'")
+        bad = [k for k in sparsity if not isinstance(k, str)]
+        if bad:
+            raise TypeError(f"sparsity dict keys must be parameter names (strings), got {_short(bad[0])}")
         missing = set(names) - set(sparsity)
         extra = set(sparsity) - set(names)
         if missing or extra:
@@ -136,9 +169,10 @@ def allocate(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, 
     """Keep-masks (True = kept) with the requested sparsity, per ``scope``.
 
     ``scores`` holds one score per unit (a weight, a channel, a tile), any shape.
-    ``sparsity`` may be a ``{name: fraction}`` dict with ``scope="layer"``. With
-    ``min_keep`` every tensor keeps at least that many of its units (its best ones),
-    which caps the count removed (see the module docstring).
+    ``sparsity`` may be a ``{name: fraction}`` dict with ``scope="layer"``. At most
+    ``n - 1`` units of a pool go: every tensor keeps a unit in layer scope, the whole
+    set does in global scope. With ``min_keep`` every tensor keeps at least that many of
+    its units (its best ones), in either scope (see the module docstring).
     """
     scores = check_scores(scores)
     scope = check_scope(scope)
@@ -147,7 +181,7 @@ def allocate(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, 
     if scope == "layer":
         out = {}
         for n, t in scores.items():
-            k = min(round(per[n] * t.numel()), t.numel() - min(min_keep, t.numel()))
+            k = min(round(per[n] * t.numel()), t.numel() - max(1, min(min_keep, t.numel())))
             out[n] = prune_lowest(_flat(t), k).view(t.shape)
         return out
 
@@ -156,7 +190,7 @@ def allocate(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, 
     for f in flats[1:]:
         dtype = torch.promote_types(dtype, f.dtype)
     flat = torch.cat([f.to(dtype) for f in flats])
-    k = round(per[next(iter(scores))] * flat.numel())
+    k = min(round(per[next(iter(scores))] * flat.numel()), flat.numel() - 1)
     if min_keep > 0:
         protected = torch.cat([_protect_best(f, min(min_keep, f.numel())) for f in flats])
         free = ~protected

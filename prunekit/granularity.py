@@ -247,6 +247,19 @@ def check_applicable(spec: Spec, name: str, shape: Sequence[int]) -> None:
                          f"has shape {list(shape)}; restrict pruning to 3x3 convs with include=/exclude=")
 
 
+def check_criterion_level(spec: Spec, criterion: str, level: str) -> None:
+    """Raise ``ValueError`` if a criterion with scores of ``level`` cannot drive ``spec``.
+
+    Channel-level scores (one per output channel) serve ``"channel"`` only: any other
+    granularity needs a score per weight (the check :func:`score_level` makes on scores,
+    made from the criterion's declared level before it runs).
+    """
+    if level == "channel" and spec.kind != "channel":
+        raise ValueError(f"criterion {criterion!r} gives one score per output channel, but granularity "
+                         f"{spec.name!r} needs a score per weight: asking for a finer granularity than the scores "
+                         f"have; use granularity='channel' or a weight-level criterion")
+
+
 def score_level(spec: Spec, name: str, score: torch.Tensor, shape: Sequence[int]) -> str:
     """``"weight"`` if ``score`` has the parameter's shape, ``"channel"`` if it is ``[out]``.
 

@@ -53,6 +53,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ._checks import check_materialised
 from .allocation import allocate, check_scope, check_sparsity
 from .criteria import get as get_criterion
 from .criteria import score
@@ -107,12 +108,14 @@ class _Linked:
 
 
 def _units(model: nn.Module, scores: dict[str, torch.Tensor], example_inputs, *,
-           reduction: str | None, normalise: bool) -> tuple[dict, dict, dict, tuple]:
+           reduction: str | None, normalise: bool, plan=None) -> tuple[dict, dict, dict, tuple]:
     """The units :func:`prune_groups` allocates over: ``"group<i>"`` (a group's channel
     scores) and, for groups a channel shuffle ties together, ``"linked<i>+<j>..."`` (the
-    scores of its removable tie classes, the mean over their channels)."""
+    scores of its removable tie classes, the mean over their channels). ``plan`` is
+    ``plan_channels(model, example_inputs)`` when the caller already has it."""
     reduction = check_reduction(reduction, parse_granularity("channel"))
-    plan = plan_channels(model, example_inputs)
+    if plan is None:
+        plan = plan_channels(model, example_inputs)
     chan, names_of, parts = {}, {}, {}
     for i, g in enumerate(plan.groups):
         if g["fixed"] or g["followers"] or not g["producers"]:
@@ -237,7 +240,8 @@ def prune_groups(
 
     Returns the masks applied (full parameter shapes, whole rows False). After it,
     :func:`prunekit.compact` removes exactly the channels chosen here. Every argument is
-    validated, and the model traced, before anything is changed. ``round_to=r``: every
+    validated, and the model traced, before the criterion runs and before anything is
+    changed. ``round_to=r``: every
     group keeps a multiple of ``r`` channels (fewer removed; a group smaller than ``r``
     keeps all), e.g. ``8`` to try SIMD-friendly widths.
 
@@ -249,15 +253,18 @@ def prune_groups(
     >>> small.layer1[0].conv2.out_channels, small.layer2[0].conv2.out_channels
     (4, 8)
     """
-    check_sparsity(sparsity)
-    check_scope(scope)
+    check_materialised(model)
+    sparsity = check_sparsity(sparsity)
+    scope = check_scope(scope)
     get_criterion(criterion)
+    reduction = check_reduction(reduction, parse_granularity("channel"))
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
         raise ValueError(f"round_to must be None or a positive int, got {round_to!r}")
     targets = {t.name: t for t in find_targets(model, include=include, exclude=exclude)}
+    plan = plan_channels(model, example_inputs)  # traced before the criterion runs: a bad input fails first
     scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)
     units, members, parts, (chan, names_of, decode, linked) = _units(
-        model, scores, example_inputs, reduction=reduction, normalise=scope == "global")
+        model, scores, example_inputs, reduction=reduction, normalise=scope == "global", plan=plan)
     if not units:
         raise ValueError("no channel group of the model can be pruned as a unit "
                          "(check include/exclude: every producer of a group must be prunable)")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from . import granularity as gran
+from ._checks import check_materialised
 from .allocation import allocate, check_scope, check_scores, check_sparsity, pattern_kernel_count, resolve_sparsity
 from .allocation import prune_lowest
 from .attention import head_masks
@@ -67,6 +68,7 @@ def _resolve_shapes(scores: Mapping[str, torch.Tensor],
     if shapes is None:
         return {n: tuple(s.shape) for n, s in scores.items()}
     if isinstance(shapes, nn.Module):
+        check_materialised(shapes, allow_meta=True)  # a meta model has shapes, a lazy one has not
         shapes = {n: t.shape for n, t in all_parameters(shapes).items()}
     if not isinstance(shapes, Mapping):
         raise TypeError(f"shapes must be a dict {{param_name: shape}}, a model or None, got {type(shapes).__name__}")
@@ -74,6 +76,27 @@ def _resolve_shapes(scores: Mapping[str, torch.Tensor],
     if missing:
         raise ValueError(f"shapes has no entry for scored parameters {missing}")
     return {n: tuple(int(d) for d in shapes[n]) for n in scores}
+
+
+def _checked_request(scores: Mapping[str, torch.Tensor], sparsity: object, spec: Spec, scope: object,
+                     reduction: object, shapes: Mapping[str, Sequence[int]] | nn.Module | None) -> tuple:
+    """Every check :func:`make_masks` makes before computing a mask; returns its validated
+    ``(scores, scope, reduction, shapes, levels, per-parameter sparsity)`` (``per`` is
+    ``None`` for heads and layers, whose builders check the sparsity against their units)."""
+    scores = check_scores(scores)
+    scope = check_scope(scope)
+    gran.check_scope_for(spec, scope)
+    reduction = check_reduction(reduction, spec)
+    shapes_ = _resolve_shapes(scores, shapes)
+    levels = {n: score_level(spec, n, s, shapes_[n]) for n, s in scores.items()}
+    for n in scores:
+        check_applicable(spec, n, shapes_[n])
+    if spec.kind in gran.MODEL_UNITS:
+        if not isinstance(shapes, nn.Module):
+            raise ValueError(f"granularity {spec.name!r} finds its units in the model: pass the model as shapes= "
+                             f"(make_masks(scores, sparsity, {spec.name!r}, shapes=model))")
+        return scores, scope, reduction, shapes_, levels, None
+    return scores, scope, reduction, shapes_, levels, _per_param_sparsity(spec, list(scores), sparsity, scope)
 
 
 def make_masks(
@@ -101,9 +124,22 @@ def make_masks(
       all tensors (``scope="global"``); see :mod:`prunekit.allocation` for the tie rule
       and the at-least-one-channel rule. N:M fixes it at ``1 - N/M`` (pass ``None`` or
       that value). For ``"pattern"`` it is the weight sparsity of every layer, at least
-      5/9 (``None`` = 5/9); above that whole kernels go too.
+      5/9 (``None`` = 5/9); above that whole kernels go too. A number, or (``scope=
+      "layer"``) a ``{name: fraction}`` dict naming exactly the scored parameters (for
+      heads: the attention modules); ``TypeError``/``ValueError`` otherwise.
+
+      **Never everything.** A sparsity below 1 never removes a whole pool, even where
+      ``round(sparsity * n)`` reaches ``n`` (0.999 of 192 weights): in layer scope every
+      tensor keeps at least one unit (its best weight, tile, kernel, channel or head), so
+      at most ``n - 1`` of its ``n`` units go; in global scope at most ``N - 1`` of all
+      ``N`` units go, and every tensor keeps a channel (``"channel"``) or a head
+      (``"head"``), while with weights and tiles the global ranking may empty a tensor
+      whose scores are all low (*layer collapse*, exactly as
+      ``torch.nn.utils.prune.global_unstructured``; use ``scope="layer"`` to prevent it).
+      ``"layer"`` keeps at least one block. Otherwise the counts are exact.
     * ``scope`` -- ``"global"`` ranks all tensors together, ``"layer"`` each on its own
-      (for heads: each attention module on its own). N:M and pattern are local by
+      (case-insensitive, like granularity and criterion names)
+      -- for heads: each attention module on its own. N:M and pattern are local by
       construction: ``scope`` is validated and ignored. ``"layer"`` granularity
       supports ``"global"`` only.
       In global scope channel scores reduced from weight scores are normalised by the
@@ -127,21 +163,10 @@ def make_masks(
     [[True, False, False, True]]
     """
     spec = parse_granularity(granularity)
-    scores = check_scores(scores)
-    scope = check_scope(scope)
-    gran.check_scope_for(spec, scope)
-    reduction = check_reduction(reduction, spec)
-    shapes_ = _resolve_shapes(scores, shapes)
-    levels = {n: score_level(spec, n, s, shapes_[n]) for n, s in scores.items()}
-    for n in scores:
-        check_applicable(spec, n, shapes_[n])
+    scores, scope, reduction, shapes_, levels, per = _checked_request(scores, sparsity, spec, scope, reduction, shapes)
     if spec.kind in gran.MODEL_UNITS:  # units found in the model: heads, residual blocks
-        if not isinstance(shapes, nn.Module):
-            raise ValueError(f"granularity {spec.name!r} finds its units in the model: pass the model as shapes= "
-                             f"(make_masks(scores, sparsity, {spec.name!r}, shapes=model))")
         build = head_masks if spec.kind == "head" else layer_masks
         return build(scores, sparsity, shapes, scope=scope, reduction=reduction)
-    per = _per_param_sparsity(spec, list(scores), sparsity, scope)
 
     if spec.kind == "unstructured":
         return allocate(scores, sparsity, scope)
@@ -162,7 +187,8 @@ def make_masks(
 def _pattern_mask(score: torch.Tensor, sparsity: float, reduction: str) -> torch.Tensor:
     """Pattern pruning of one 3 x 3 conv plus connectivity pruning up to ``sparsity``."""
     idx, kernel_score = gran.pattern_choice(score, reduction)
-    k = pattern_kernel_count(kernel_score.numel(), sparsity, gran.KERNEL_AREA, gran.PATTERN_KEPT)
+    n = kernel_score.numel()  # every layer keeps a kernel (see allocation: never everything)
+    k = min(pattern_kernel_count(n, sparsity, gran.KERNEL_AREA, gran.PATTERN_KEPT), n - 1)
     keep = prune_lowest(kernel_score.reshape(-1), k).view(kernel_score.shape)
     return gran.pattern_mask(idx, keep)
 
@@ -214,29 +240,34 @@ def prune(
     once compacted. ``example_inputs`` is also passed to criteria that run a forward
     pass (SynFlow).
 
-    Every argument is validated before the model is touched.
+    Every argument is validated before the criterion runs (no forward or backward pass
+    is wasted on a call that is bound to fail) and before the model is touched: the
+    model must be materialised (no lazy or meta parameters), the criterion's score level
+    must suit the granularity (a channel-level criterion such as ``"fpgm"`` serves
+    ``"channel"`` only), and everything :func:`make_masks` checks is checked on
+    placeholder scores. A sparsity dict names the pruned parameters (``include``/
+    ``exclude`` chosen); entries of parameters the criterion leaves out are ignored.
     """
     spec = parse_granularity(granularity)
+    crit = get_criterion(criterion)
+    check_materialised(model)
+    if example_inputs is not None and crit.needs_inputs:
+        criterion_kwargs["example_inputs"] = example_inputs
     if spec.kind == "channel" and example_inputs is not None:
         if isinstance(sparsity, Mapping):
             raise ValueError("prune: a per-parameter sparsity dict cannot be used with granularity='channel' and "
                              "example_inputs (coupled layers share one sparsity); pass a float or omit example_inputs")
-        if get_criterion(criterion).needs_inputs:
-            criterion_kwargs["example_inputs"] = example_inputs
         return prune_groups(model, sparsity, example_inputs, criterion, scope, data, include=include,
                             exclude=exclude, reduction=reduction, **criterion_kwargs)
-    if example_inputs is not None and get_criterion(criterion).needs_inputs:
-        criterion_kwargs["example_inputs"] = example_inputs
-    check_scope(scope)
-    check_reduction(reduction, spec)
     if not isinstance(sparsity, Mapping):
-        _check_fixed_sparsity(spec, sparsity)
-    get_criterion(criterion)
+        _check_fixed_sparsity(spec, sparsity)  # the number first: N:M and pattern fix or bound it
     targets = find_targets(model, include=include, exclude=exclude)
-    for t in targets:
-        check_applicable(spec, t.name, t.shape)
+    gran.check_criterion_level(spec, crit.name, crit.level)
+    _check_before_scoring(model, targets, crit.level, sparsity, spec, scope, reduction)
     scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)
     # a criterion may leave parameters out (e.g. bn_scale(missing="skip")): they are not pruned
+    if isinstance(sparsity, Mapping) and spec.kind not in gran.MODEL_UNITS:
+        sparsity = {n: sparsity[n] for n in scores if n in sparsity}
     old = {t.name: t.mask for t in targets if t.is_masked and t.name in scores}
     for name, mask in old.items():
         scores[name] = _mark_removed(scores[name], mask)
@@ -245,3 +276,18 @@ def prune(
     masks = {n: m & old[n] if n in old else m for n, m in masks.items()}
     apply_masks(model, masks)
     return masks
+
+
+def _check_before_scoring(model: nn.Module, targets: list, level: str, sparsity: object, spec: Spec,
+                          scope: object, reduction: object) -> None:
+    """Run :func:`make_masks`' checks on placeholder scores shaped as the criterion's will be
+    (zeros of the parameter's shape, or ``[out]`` for a channel-level criterion), so that
+    every argument error comes before the criterion's forward and backward passes. Heads
+    and blocks are found in the model: for them the masks are built (cheap: one score per
+    unit); for the rest only the checks run."""
+    placeholders = {t.name: torch.zeros(()).expand(tuple(t.shape[:1]) if level == "channel" else tuple(t.shape))
+                    for t in targets}
+    if spec.kind in gran.MODEL_UNITS:
+        make_masks(placeholders, sparsity, spec.name, scope, reduction=reduction, shapes=model)
+    else:
+        _checked_request(placeholders, sparsity, spec, scope, reduction, model)

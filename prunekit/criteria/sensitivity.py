@@ -42,7 +42,9 @@ weight_mask`` for a masked model), ``w`` the effective weight. ``L_b`` is the lo
   - ``"fisher"`` (default): the empirical Fisher diagonal, the mean over samples of the
     squared per-sample gradient, ``mean_n g_n**2`` (one backward pass per sample). A
     positive Gauss-Newton-type approximation, in the spirit of the paper's own
-    approximation (which drops the second derivatives of the nonlinearities).
+    approximation (which drops the second derivatives of the nonlinearities). Each batch
+    also goes through ``loss_fn`` whole once, so inputs and targets that do not pair up
+    (2 inputs, 5 labels) raise as in every other criterion instead of being cut.
   - ``"exact"``: the exact diagonal with autograd, one extra backward pass per weight —
     only for tiny networks (a few thousand weights).
   - ``"hutchinson"``: ``E[z * (H z)]`` over ``probes=`` Rademacher vectors z per batch
@@ -170,6 +172,8 @@ def _fisher_diag(model, leaves, data, loss_fn):
     diag = [torch.zeros_like(w) for w in leaves]
     n = 0
     for x, y in data:
+        with torch.no_grad():  # the whole batch through loss_fn once: it rejects inputs and targets
+            forward_loss(model, x, y, loss_fn)  # that do not pair up, as in every other criterion
         for i in range(batch_size(x)):
             n += 1
             gs = grads(forward_loss(model, sample(x, i), sample(y, i), loss_fn), leaves)
