@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .criteria._common import example_inputs_fit, preserved, read_only
+from .guards import example_inputs_fit, preserved, read_only
 from .targets import PRUNABLE_TYPES, all_parameters
 
 

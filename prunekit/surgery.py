@@ -167,7 +167,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 from torch.nn.utils import prune as torch_prune
 from torch.utils._pytree import tree_flatten
 
-from .criteria._common import example_inputs_fit, read_only
+from .guards import example_inputs_fit, read_only
 from .targets import all_parameters
 
 __all__ = ["compact", "zero_removed_channels", "plan_channels"]
