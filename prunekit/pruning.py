@@ -23,7 +23,7 @@ from .criteria import score
 from .granularity import Spec, check_applicable, check_reduction, parse_granularity, score_level
 from .groups import prune_groups
 from .layers import layer_masks
-from .masks import apply_masks
+from .masks import apply_masks, check_maskable
 from .targets import all_parameters, find_targets
 
 _TOL = 1e-9
@@ -262,6 +262,8 @@ def prune(
     if not isinstance(sparsity, Mapping):
         _check_fixed_sparsity(spec, sparsity)  # the number first: N:M and pattern fix or bound it
     targets = find_targets(model, include=include, exclude=exclude)
+    for t in targets:  # a module's own weight_orig/weight_mask: refuse before scoring
+        check_maskable(t)
     gran.check_criterion_level(spec, crit.name, crit.level)
     _check_before_scoring(model, targets, crit.level, sparsity, spec, scope, reduction)
     scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)

@@ -417,3 +417,18 @@ def test_compact_still_removes_channels_away_from_a_tied_parameter():
     assert small.mid.out_features == 3 and small.mid2.in_features == 3  # mid's channels reach no tie
     assert small.head.weight is small.emb.weight
     torch.testing.assert_close(small(TOKENS), masked)
+
+
+def test_prune_refuses_a_modules_own_weight_orig_before_scoring(monkeypatch):
+    """prune checks that masking will not overwrite a module's own weight_orig before the
+    (possibly expensive) criterion runs."""
+    import prunekit.pruning as pruning
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[0].register_buffer("weight_mask", torch.ones(4, 4))
+    model[0].weight_orig = nn.Parameter(torch.zeros(4, 4))
+    calls = []
+    monkeypatch.setattr(pruning, "score", lambda *a, **k: calls.append(1))
+    with pytest.raises(ValueError, match="weight_orig"):
+        pk.prune(model, 0.5)
+    assert calls == []

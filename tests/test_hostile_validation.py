@@ -408,11 +408,22 @@ def test_meta_and_lazy_models_are_refused_before_anything(make, words, kwargs):
 
 
 def test_make_masks_refuses_meta_scores_and_lazy_shapes():
+    meta_scores = {"0.weight": torch.empty(16, 8, device="meta")}
     with pytest.raises(ValueError, match=r"scores\['0.weight'\] is on the meta device"):
-        pk.make_masks(pk.score(meta_mlp(), "magnitude"), 0.5)
+        pk.make_masks(meta_scores, 0.5)
     scores = {"2.weight": torch.rand(4, 16)}
     with pytest.raises(ValueError, match="model has an uninitialised"):
         pk.make_masks(scores, 0.5, "channel", shapes=lazy_mlp())
     # a meta model is a fine source of shapes
     masks = pk.make_masks(scores, 0.5, "channel", shapes=meta_mlp())
     assert masks["2.weight"].shape == (4, 16)
+
+
+def test_score_refuses_lazy_and_meta_models():
+    lazy = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="model"):
+        pk.score(lazy, "magnitude")
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="model"):
+        pk.score(meta, "magnitude")

@@ -49,6 +49,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from .._checks import check_materialised
 from ..targets import Target, find_targets
 
 ScoreFn = Callable[..., dict[str, torch.Tensor]]
@@ -150,6 +151,7 @@ def score(
     (['weight'], (2, 3))
     """
     crit = get(criterion)
+    check_materialised(model)  # a lazy or meta model has no weights to score
     if crit.needs_data and data is None:
         raise ValueError(f"criterion {crit.name!r} needs data: pass data=an iterable of (inputs, targets) batches")
     targets: list[Target] = find_targets(model, include=include, exclude=exclude)

@@ -34,9 +34,9 @@ from ._common import batch_size, check_batches, check_loss_fn, forward_loss, ite
 
 def _mean_loss(model, data, loss_fn) -> float:
     total, n = 0.0, 0
-    for x, y in data:
+    for i, (x, y) in enumerate(data):
         b = batch_size(x)
-        total += float(forward_loss(model, x, y, loss_fn)) * b
+        total += float(forward_loss(model, x, y, loss_fn, batch=i)) * b
         n += b
     return total / n
 

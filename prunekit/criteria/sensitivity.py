@@ -123,8 +123,8 @@ def grasp(model: nn.Module, targets: list[Target], data: Iterable, *, batches: i
             if t.is_masked:
                 gi.mul_(t.mask)
         hg = [torch.zeros_like(w) for w in leaves]
-        for x, y in data:
-            gf = grads(forward_loss(model, x, y, loss_fn, temperature), leaves, create_graph=True)
+        for b, (x, y) in enumerate(data):
+            gf = grads(forward_loss(model, x, y, loss_fn, temperature, batch=b), leaves, create_graph=True)
             z = sum((a * b).sum() for a, b in zip(gf, g))
             if z.requires_grad:
                 for acc, h in zip(hg, grads(z, leaves)):
@@ -135,9 +135,9 @@ def grasp(model: nn.Module, targets: list[Target], data: Iterable, *, batches: i
 def _hessian_diag_exact(model, leaves, data, loss_fn):
     diag = [torch.zeros_like(w) for w in leaves]
     n = 0
-    for x, y in data:
+    for b, (x, y) in enumerate(data):
         n += 1
-        gs = grads(forward_loss(model, x, y, loss_fn), leaves, create_graph=True)
+        gs = grads(forward_loss(model, x, y, loss_fn, batch=b), leaves, create_graph=True)
         for d, g, w in zip(diag, gs, leaves):
             if not g.requires_grad:
                 continue
@@ -153,9 +153,9 @@ def _hessian_diag_hutchinson(model, leaves, data, loss_fn, probes, seed):
     gen = torch.Generator(device="cpu").manual_seed(seed)
     diag = [torch.zeros_like(w) for w in leaves]
     n = 0
-    for x, y in data:
+    for b, (x, y) in enumerate(data):
         n += 1
-        gs = grads(forward_loss(model, x, y, loss_fn), leaves, create_graph=True)
+        gs = grads(forward_loss(model, x, y, loss_fn, batch=b), leaves, create_graph=True)
         if not any(g.requires_grad for g in gs):
             continue
         for _ in range(probes):
@@ -171,9 +171,9 @@ def _hessian_diag_hutchinson(model, leaves, data, loss_fn, probes, seed):
 def _fisher_diag(model, leaves, data, loss_fn):
     diag = [torch.zeros_like(w) for w in leaves]
     n = 0
-    for x, y in data:
+    for b, (x, y) in enumerate(data):
         with torch.no_grad():  # the whole batch through loss_fn once: it rejects inputs and targets
-            forward_loss(model, x, y, loss_fn)  # that do not pair up, as in every other criterion
+            forward_loss(model, x, y, loss_fn, batch=b)  # that do not pair up, as in every other criterion
         for i in range(batch_size(x)):
             n += 1
             gs = grads(forward_loss(model, sample(x, i), sample(y, i), loss_fn), leaves)
