@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
@@ -432,3 +433,22 @@ def test_prune_refuses_a_modules_own_weight_orig_before_scoring(monkeypatch):
     with pytest.raises(ValueError, match="weight_orig"):
         pk.prune(model, 0.5)
     assert calls == []
+
+
+@pytest.mark.parametrize("criterion", ["snip", "taylor"])
+def test_gradient_scores_of_a_masked_tied_weight_count_every_use(criterion):
+    """With an all-ones mask the model computes exactly what it computed before, so a
+    gradient criterion must give the same scores: the gradient of a shared weight sums the
+    contributions of every module that uses it (the embedding and the head)."""
+    m = TiedLM(seed=1)
+    data = [(TOKENS, torch.randint(0, 12, (3,), generator=torch.Generator().manual_seed(1)))]
+
+    def loss_fn(out, y):
+        return F.cross_entropy(out[:, -1], y)
+
+    before = pk.score(m, criterion, data=data, loss_fn=loss_fn)
+    pk.apply_masks(m, {"emb.weight": torch.ones(12, 6, dtype=torch.bool)})
+    after = pk.score(m, criterion, data=data, loss_fn=loss_fn)
+    assert set(before) == set(after)
+    for name in before:
+        assert torch.allclose(before[name], after[name], atol=1e-6), name

@@ -155,12 +155,15 @@ def weight_leaves(targets: list[Target]) -> Iterator[list[torch.Tensor]]:
         for t in targets:
             if t.is_masked:
                 leaf = t.tensor.detach().clone().requires_grad_(True)
-                saved_attrs.append((t.module, t.attr, t.module.__dict__.get(t.attr)))
+                # every module that uses a shared (tied) parameter reads the same leaf, so
+                # the gradient sums the contributions of all its uses
+                for use in t.uses:
+                    saved_attrs.append((use.module, use.attr, use.module.__dict__.get(use.attr)))
 
-                def hook(module, args, _leaf=leaf, _attr=t.attr):
-                    setattr(module, _attr, _leaf)
+                    def hook(module, args, _leaf=leaf, _attr=use.attr):
+                        setattr(module, _attr, _leaf)
 
-                handles.append(t.module.register_forward_pre_hook(hook))
+                    handles.append(use.module.register_forward_pre_hook(hook))
             else:
                 leaf = t.parameter
                 flags.append((leaf, leaf.requires_grad))
