@@ -103,7 +103,7 @@ def layer_sparsity(model: nn.Module) -> dict[str, float]:
     """Fraction of zeros in each Linear/Conv weight, by parameter name."""
     return {n: 1.0 - int(torch.count_nonzero(t.tensor.detach())) / t.parameter.numel()
             for n, t in all_parameters(model).items()
-            if isinstance(t.module, PRUNABLE_TYPES) and t.attr == "weight"}
+            if any(isinstance(u.module, PRUNABLE_TYPES) and u.attr == "weight" for u in t.uses)}
 
 
 def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -156,14 +156,18 @@ def summary(model: nn.Module, example_inputs) -> Summary:
         raise TypeError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
     total_macs, per_module = count_macs(model, example_inputs)
     params = all_parameters(model)
-    by_module: dict[str, list] = {}
-    for name, t in params.items():
-        mod_name = name.rsplit(".", 1)[0] if "." in name else ""
-        by_module.setdefault(mod_name, []).append(t)
+    # one row per module that holds or uses a parameter; a shared (tied) parameter is
+    # counted in the row of its first use only, but every module using it gets its MACs
+    by_module: dict[str, tuple[nn.Module, list]] = {}
+    for t in params.values():
+        for i, use in enumerate(t.uses):
+            mod_name = use.name.rsplit(".", 1)[0] if "." in use.name else ""
+            row = by_module.setdefault(mod_name, (use.module, []))
+            if i == 0:
+                row[1].append(t)
 
     layers, saved = [], 0
-    for mod_name, ts in by_module.items():
-        module = ts[0].module
+    for mod_name, (module, ts) in by_module.items():
         n = sum(t.parameter.numel() for t in ts)
         nz = sum(int(torch.count_nonzero(t.tensor.detach())) for t in ts)
         macs = per_module.get(mod_name, 0)

@@ -452,3 +452,15 @@ def test_gradient_scores_of_a_masked_tied_weight_count_every_use(criterion):
     assert set(before) == set(after)
     for name in before:
         assert torch.allclose(before[name], after[name], atol=1e-6), name
+
+
+def test_summary_and_layer_sparsity_see_every_user_of_a_tied_weight():
+    m = TiedLM()
+    pk.prune(m, 0.5, include=["emb.weight"])
+    s = pk.summary(m, TOKENS[:1])
+    rows = {r.name: r for r in s.layers}
+    assert {"emb", "mid", "head"} <= set(rows)
+    assert rows["head"].params == 0 and rows["emb"].params == 12 * 6   # counted once
+    assert s.params == pk.count_params(m)
+    assert rows["head"].macs > 0 and rows["head"].effective_macs == round(rows["head"].macs / 2)
+    assert pk.layer_sparsity(m)["emb.weight"] == pytest.approx(0.5)
