@@ -151,8 +151,17 @@ def _all_or_nothing(model: nn.Module, uses: Iterable[Use]) -> Iterator[None]:
 
 
 def _mask_use(use: Use, mask: torch.Tensor) -> None:
-    """Mask one use (``torch.nn.utils.prune`` composes with a mask it already has)."""
+    """Mask one use (``torch.nn.utils.prune`` composes with a mask it already has).
+
+    torch computes the masked ``weight`` attribute with autograd history, which makes the
+    model impossible to ``copy.deepcopy`` until its next forward pass. It is recomputed here
+    without history; the forward pre-hook recomputes it, with history, at every forward, so
+    training is unaffected.
+    """
     torch_prune.custom_from_mask(use.module, use.attr, mask)
+    with torch.no_grad():
+        for hook in pruning_hooks(use.module, use.attr):
+            setattr(use.module, use.attr, hook.apply_mask(use.module))
 
 
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:

@@ -464,3 +464,22 @@ def test_summary_and_layer_sparsity_see_every_user_of_a_tied_weight():
     assert s.params == pk.count_params(m)
     assert rows["head"].macs > 0 and rows["head"].effective_macs == round(rows["head"].macs / 2)
     assert pk.layer_sparsity(m)["emb.weight"] == pytest.approx(0.5)
+
+
+def test_a_masked_model_can_be_deep_copied_and_still_trains():
+    """torch.nn.utils.prune leaves a weight with autograd history that deepcopy refuses;
+    prunekit's masked models copy right away, and read-only calls keep them copyable."""
+    import copy
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3))
+    pk.prune(model, 0.5)
+    twin = copy.deepcopy(model)
+    pk.summary(model, torch.zeros(1, 6))
+    copy.deepcopy(model)
+    assert torch.equal(twin(X5[:, :5].repeat(1, 2)[:, :6]), model(X5[:, :5].repeat(1, 2)[:, :6]))
+    # gradients still reach weight_orig through the mask, and pruned entries stay zero
+    loss = model(torch.randn(4, 6)).pow(2).sum()
+    loss.backward()
+    g = model[0].weight_orig.grad
+    assert g is not None and torch.all(g[~model[0].weight_mask.bool()] == 0)
