@@ -42,3 +42,18 @@ def randomise_bn(model: nn.Module, seed: int = 1) -> nn.Module:
                 m.weight.copy_(torch.randn(m.num_features, generator=g))
                 m.bias.copy_(torch.randn(m.num_features, generator=g))
     return model
+
+
+def flaky_cross_entropy(fail_at: int = 2):
+    """A cross-entropy loss that raises ``RuntimeError("boom")`` on its ``fail_at``-th call
+    (a user's loss_fn failing part-way through a criterion); ``.calls`` counts the calls."""
+    import torch.nn.functional as F
+
+    def loss(out, y):
+        loss.calls += 1
+        if loss.calls == fail_at:
+            raise RuntimeError("boom")
+        return F.cross_entropy(out, y)
+
+    loss.calls = 0
+    return loss
