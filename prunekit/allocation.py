@@ -45,9 +45,8 @@ pruning removes so that a layer's sparsity is as close as possible to the target
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import math
+from fractions import Fraction
 from numbers import Real
 from typing import Mapping
 
