@@ -11,7 +11,7 @@ Deep Neural Network Pruning" (IEEE TPAMI 2024, arXiv 2308.06767).
 0.5
 """
 
-from . import (allocation, attention, criteria, data, granularity, groups, layers, masks, methods, metrics, models,
+from . import (allocation, attention, blocks, criteria, data, granularity, groups, layers, masks, methods, metrics, models,
                sparse_formats, surgery, targets, train, viz, widgets, zoo)
 from .criteria import score
 from .attention import compact_heads
@@ -25,7 +25,7 @@ from .surgery import compact, zero_removed_channels
 __version__ = "0.1.0"
 
 __all__ = [
-    "allocation", "attention", "criteria", "data", "granularity", "groups", "layers", "masks", "methods", "metrics",
+    "allocation", "attention", "blocks", "criteria", "data", "granularity", "groups", "layers", "masks", "methods", "metrics",
     "models", "sparse_formats", "surgery", "targets", "train", "viz", "widgets", "zoo",
     "score", "make_masks", "apply_masks", "remove_masks", "get_masks", "prune", "prune_groups",
     "compact", "compact_heads", "drop_layers", "zero_removed_channels", "summary", "latency", "count_params",

@@ -108,7 +108,7 @@ from torch.nn.utils import prune as torch_prune
 from . import granularity as gran
 from .allocation import allocate, check_scope, check_scores, check_sparsity
 from .criteria._common import iter_batches, model_device
-from .models import MultiHeadSelfAttention
+from .blocks import MultiHeadSelfAttention
 from .targets import all_parameters, effective
 
 __all__ = ["HeadSlice", "AttentionHeads", "find_heads", "head_scores", "head_masks", "removed_heads",

@@ -89,7 +89,7 @@ from torch import nn
 from . import granularity as gran
 from .allocation import allocate, check_scope, check_scores, check_sparsity
 from .attention import _copy_folded
-from .models import BasicBlock, ViTBlock
+from .blocks import BasicBlock, ViTBlock
 from .targets import all_parameters
 
 __all__ = ["Block", "find_blocks", "block_scores", "layer_masks", "removed_blocks", "drop_layers",
