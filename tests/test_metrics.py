@@ -135,3 +135,13 @@ def test_latency_leaves_logging_as_it_was():
     before = logger.level
     pk.latency(nn.Linear(4, 4), torch.zeros(1, 4), min_run_time=0.01)
     assert logger.level == before
+
+
+def test_timing_claim_checks_given_timings_first():
+    calls = []
+    held, t = pk.metrics.timing_claim(lambda: calls.append(1) or {"a": 2.0},
+                                      lambda t: t["a"] < 1, attempts=3, first={"a": 0.5})
+    assert held and t == {"a": 0.5} and calls == []          # nothing re-timed
+    held, t = pk.metrics.timing_claim(lambda: calls.append(1) or {"a": 0.5},
+                                      lambda t: t["a"] < 1, attempts=3, first={"a": 2.0})
+    assert held and calls == [1]                              # one re-measurement
