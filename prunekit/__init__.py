@@ -11,23 +11,37 @@ Deep Neural Network Pruning" (IEEE TPAMI 2024, arXiv 2308.06767).
 0.5
 """
 
-from . import (allocation, attention, blocks, criteria, data, granularity, groups, layers, masks, methods, metrics, models,
-               sparse_formats, surgery, targets, train, viz, widgets, zoo)
+from . import (allocation, blocks, core, criteria, data, granularity, methods, metrics, models, pipeline, schedules,
+               sparse, structured, train, viz, widgets, zoo)
+from .core import masks, targets
+import sys as _sys
+
+# ``prunekit.masks`` and ``prunekit.targets`` stay importable under their short names.
+_sys.modules.setdefault(__name__ + ".masks", masks)
+_sys.modules.setdefault(__name__ + ".targets", targets)
 from .criteria import score
-from .attention import compact_heads
-from .groups import prune_groups
-from .layers import drop_layers
-from .masks import apply_masks, get_masks, remove_masks
+from .core.masks import apply_masks, get_masks, remove_masks
 from .metrics import count_macs, count_nonzeros, count_params, latency, layer_sparsity, summary
-from .pruning import make_masks, prune
-from .surgery import compact, zero_removed_channels
+from .pipeline import make_masks, prune
+from .structured.groups import prune_groups
+from .structured.heads import compact_heads
+from .structured.layers import drop_layers
+from .structured.surgery import compact, zero_removed_channels
+from ._shim import DEPRECATED_MODULES, deprecated_attribute
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "allocation", "attention", "blocks", "criteria", "data", "granularity", "groups", "layers", "masks", "methods", "metrics",
-    "models", "sparse_formats", "surgery", "targets", "train", "viz", "widgets", "zoo",
+    "allocation", "blocks", "core", "criteria", "data", "granularity", "masks", "methods", "metrics", "models",
+    "pipeline", "schedules", "sparse", "structured", "targets", "train", "viz", "widgets", "zoo",
     "score", "make_masks", "apply_masks", "remove_masks", "get_masks", "prune", "prune_groups",
     "compact", "compact_heads", "drop_layers", "zero_removed_channels", "summary", "latency", "count_params",
     "count_nonzeros", "count_macs", "layer_sparsity",
 ]
+
+
+def __getattr__(name: str):
+    """Old module paths (``pk.surgery``, ``pk.attention``, ...) still resolve, with a warning."""
+    if name in DEPRECATED_MODULES:
+        return deprecated_attribute(name)
+    raise AttributeError(f"module 'prunekit' has no attribute {name!r}")

@@ -2,7 +2,7 @@
 a ResNet :class:`BasicBlock`, an explicit :class:`MultiHeadSelfAttention` and a pre-norm
 :class:`ViTBlock`.
 
-Head pruning (:mod:`prunekit.attention`) and layer dropping (:mod:`prunekit.layers`) work
+Head pruning (:mod:`prunekit.structured.heads`) and layer dropping (:mod:`prunekit.structured.layers`) work
 on these (and on torchvision's equivalents); the book's toy models in
 :mod:`prunekit.models` are built from them. They live here, in the library, so that the
 library never imports the book's models.
@@ -69,7 +69,7 @@ class MultiHeadSelfAttention(nn.Module):
     ``h*head_dim:(h+1)*head_dim`` of ``q``, ``k`` and ``v`` (weights and biases) and the
     same columns of ``proj.weight``; ``proj.bias`` belongs to no head. The inner width
     ``num_heads * head_dim`` may differ from ``dim``, so that pruned heads can be removed
-    physically (:func:`prunekit.attention.compact_heads`). The attention is written out
+    physically (:func:`prunekit.structured.heads.compact_heads`). The attention is written out
     (``softmax(q k^T / sqrt(head_dim)) v``) so that every product is visible to
     ``torch.fx`` and to the MAC counter.
     """
@@ -110,7 +110,7 @@ class ViTBlock(nn.Module):
 
     ``mlp`` is ``fc1 -> act (GELU) -> fc2``. Either residual branch may be absent
     (``attn``/``norm1`` or ``mlp``/``norm2`` set to ``None``): that is how
-    :func:`prunekit.layers.drop_layers` removes a sublayer, and with a pre-norm residual
+    :func:`prunekit.structured.layers.drop_layers` removes a sublayer, and with a pre-norm residual
     removing a branch is exactly the identity.
     """
 

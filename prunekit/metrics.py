@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .guards import example_inputs_fit, preserved, read_only
-from .targets import PRUNABLE_TYPES, all_parameters
+from .core.guards import example_inputs_fit, preserved, read_only
+from .core.targets import PRUNABLE_TYPES, all_parameters
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from matplotlib.colors import ListedColormap
 from torch import nn
 
-from .masks import get_masks
+from .core.masks import get_masks
 
 #: Kept weights are blue (darker = larger ``|w|``); pruned weights are orange, a hue no kept
 #: weight can take, so even 20% scattered zeros are visible.

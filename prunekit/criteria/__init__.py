@@ -49,8 +49,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from .._checks import check_materialised
-from ..targets import Target, find_targets
+from .._validate import check_materialised
+from ..core.targets import Target, find_targets
 
 ScoreFn = Callable[..., dict[str, torch.Tensor]]
 

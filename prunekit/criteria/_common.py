@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..guards import describe as _describe
-from ..guards import example_inputs_fit, preserved, read_only  # noqa: F401 (used by criteria)
-from ..targets import Target
+from ..core.guards import describe as _describe
+from ..core.guards import example_inputs_fit, preserved, read_only  # noqa: F401 (used by criteria)
+from ..core.targets import Target
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -35,7 +35,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..targets import Target
+from ..core.targets import Target
 from . import register
 from ._common import channel_activations, check_batches
 

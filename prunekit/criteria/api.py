@@ -54,7 +54,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
-from ..targets import Target
+from ..core.targets import Target
 from . import Criterion, _REGISTRY, register
 from . import _common
 
@@ -101,7 +101,7 @@ def weight_leaves(targets: list[Target]):
 
     >>> import torch, torch.nn as nn
     >>> from prunekit.criteria import api
-    >>> from prunekit.targets import find_targets
+    >>> from prunekit.core.targets import find_targets
     >>> net = nn.Linear(3, 1)
     >>> with api.weight_leaves(find_targets(net)) as (w,):
     ...     (g,) = torch.autograd.grad(net(torch.ones(1, 3)).sum(), [w])
@@ -126,7 +126,7 @@ def summed_over_batches(model: nn.Module, leaves: list[torch.Tensor], data: Iter
 
     >>> import torch, torch.nn as nn
     >>> from prunekit.criteria import api
-    >>> from prunekit.targets import find_targets
+    >>> from prunekit.core.targets import find_targets
     >>> net = nn.Linear(2, 1, bias=False)
     >>> with torch.no_grad():
     ...     _ = net.weight.copy_(torch.tensor([[1.0, 2.0]]))

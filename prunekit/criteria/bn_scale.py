@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..targets import Target, effective
+from ..core.targets import Target, effective
 from . import register
 from ._common import check_choice, following_batchnorm, module_names
 

@@ -27,7 +27,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..targets import Target
+from ..core.targets import Target
 from . import register
 from ._common import batch_size, check_batches, check_loss_fn, forward_loss, iter_batches, model_device, out_channels
 

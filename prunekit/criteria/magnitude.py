@@ -19,7 +19,7 @@ import hashlib
 import torch
 from torch import nn
 
-from ..targets import Target
+from ..core.targets import Target
 from . import register
 
 

@@ -27,7 +27,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..targets import Target, find_targets
+from ..core.targets import Target, find_targets
 from . import register
 from ._common import check_batches, check_loss_fn, summed_over_batches, weight_leaves
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..targets import Target
+from ..core.targets import Target
 from . import register
 from ._common import check_choice, check_positive_int, per_channel
 

@@ -96,9 +96,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_model
+from .._validate import check_model
 from ..allocation import check_sparsity
-from ..targets import Target, effective, find_targets
+from ..core.targets import Target, effective, find_targets
 from . import register
 from ._common import check_batches, check_choice, check_optional_count, forward_with_hooks, preserved
 
@@ -600,7 +600,7 @@ def _write_consumer(module: nn.Module, new_w3: torch.Tensor) -> None:
 
 
 def _apply(model, masks):
-    from ..masks import apply_masks
+    from ..core.masks import apply_masks
 
     apply_masks(model, masks)
 

@@ -61,7 +61,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..targets import Target
+from ..core.targets import Target
 from . import register
 from ._common import (
     batch_size, check_batches, check_choice, check_loss_fn, check_positive_int, forward_loss, grads,
@@ -209,7 +209,7 @@ def hessian_diagonal(model: nn.Module, data: Iterable, *, hessian: str = "exact"
 
     Equals ``2 * obd / w**2`` wherever ``w != 0``, and is also defined where ``w == 0``.
     """
-    from ..targets import find_targets
+    from ..core.targets import find_targets
     from ._common import preserved
 
     batches, loss_fn = _check_common(batches, loss_fn)

@@ -36,7 +36,7 @@ from numbers import Real
 import torch
 from torch import nn
 
-from ..targets import PRUNABLE_TYPES, Target, all_parameters
+from ..core.targets import PRUNABLE_TYPES, Target, all_parameters
 from . import register
 from ._common import check_positive_int, grads, weight_leaves
 
@@ -97,9 +97,9 @@ def prune_synflow(model: nn.Module, sparsity: float, iterations: int = 100,
     :func:`prunekit.apply_masks`; returns the final masks (True = kept).
     """
     from ..allocation import check_scope, check_sparsity
-    from ..masks import apply_masks, get_masks
-    from ..pruning import make_masks
-    from ..targets import find_targets
+    from ..core.masks import apply_masks, get_masks
+    from ..pipeline import make_masks
+    from ..core.targets import find_targets
     from . import score
 
     s = check_sparsity(sparsity)

@@ -1,20 +1,19 @@
-"""Pruning methods on the "learning" axis: the mask is learned rather than scored.
+"""Pruning methods: compositions of the axes, filed by *when* they act.
 
-* :mod:`.regularization` -- sparsity regularisation: L1, group lasso (SSL), Network Slimming;
-* :mod:`.mask_learning` -- learned channel masks: hard-concrete L0 gates, straight-through masks;
-* :mod:`.search_space` -- per-layer channel ratios of a model, their exact MACs and reward;
-* :mod:`.amc` -- reinforcement learning of the ratios, AMC-style (REINFORCE agent);
-* :mod:`.metapruning` -- a PruningNet that generates weights for any widths + evolutionary search;
-* :mod:`.gnn` -- a graph neural network over the layer graph that predicts the ratios (AGMC-style).
+* :mod:`.before` -- before training (PBT); :mod:`.during` -- during training (PDT);
+* :mod:`.after` -- after training (PAT); :mod:`.runtime` -- input-dependent (dynamic) pruning;
+* :mod:`.learned` -- the mask or the per-layer ratios are learned: sparsity regularisation
+  (L1, group lasso, Network Slimming), L0 / straight-through masks, AMC, MetaPruning, GNN.
 """
 
-from .mask_learning import HC_HIGH, HC_LOW, HC_TEMPERATURE, HardConcreteGates, STEChannelMasks, train_l0_gates, train_ste_masks
-from .amc import AMCPolicy, amc_search
-from .gnn import GNNPolicy, LayerGNN, gnn_ratios, gnn_search
-from .metapruning import PruningNet, evolutionary_search, metapruning_search, train_pruningnet
-from .regularization import (bn_gammas, bn_l1_penalty, channel_masks, group_lasso_penalty, l1_penalty,
+from . import after, before, during, learned, runtime
+from .learned.mask_learning import HC_HIGH, HC_LOW, HC_TEMPERATURE, HardConcreteGates, STEChannelMasks, train_l0_gates, train_ste_masks
+from .learned.amc import AMCPolicy, amc_search
+from .learned.gnn import GNNPolicy, LayerGNN, gnn_ratios, gnn_search
+from .learned.metapruning import PruningNet, evolutionary_search, metapruning_search, train_pruningnet
+from .learned.regularization import (bn_gammas, bn_l1_penalty, channel_masks, group_lasso_penalty, l1_penalty,
                              network_slimming)
-from .search_space import SearchResult, SearchSpace, apply_ratios, as_batch
+from .learned.search_space import SearchResult, SearchSpace, apply_ratios, as_batch
 
 __all__ = [
     "l1_penalty", "group_lasso_penalty", "bn_l1_penalty", "bn_gammas", "network_slimming", "channel_masks",
@@ -23,3 +22,11 @@ __all__ = [
     "PruningNet", "train_pruningnet", "evolutionary_search", "metapruning_search",
     "LayerGNN", "GNNPolicy", "gnn_search", "gnn_ratios",
 ]
+
+
+def __getattr__(name: str):
+    """``pk.methods.amc`` and the other moved modules still resolve, with a warning."""
+    from .._shim import DEPRECATED_MODULES, deprecated_attribute
+    if f"methods.{name}" in DEPRECATED_MODULES:
+        return deprecated_attribute(f"methods.{name}")
+    raise AttributeError(f"module 'prunekit.methods' has no attribute {name!r}")

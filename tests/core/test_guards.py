@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import prunekit as pk
-from prunekit.surgery import compact, plan_channels, zero_removed_channels
+from prunekit.structured.surgery import compact, plan_channels, zero_removed_channels
 
 from helpers import assert_untouched, flaky_cross_entropy, snapshot
 

@@ -20,9 +20,9 @@ from torch.nn.utils import parametrizations
 from torch.nn.utils import prune as torch_prune
 
 import prunekit as pk
-import prunekit.masks as pk_masks
+import prunekit.core.masks as pk_masks
 from helpers import assert_untouched, snapshot
-from prunekit.targets import all_parameters, find_targets
+from prunekit.core.targets import all_parameters, find_targets
 
 
 def mlp(seed: int = 0) -> nn.Sequential:
@@ -423,7 +423,7 @@ def test_compact_still_removes_channels_away_from_a_tied_parameter():
 def test_prune_refuses_a_modules_own_weight_orig_before_scoring(monkeypatch):
     """prune checks that masking will not overwrite a module's own weight_orig before the
     (possibly expensive) criterion runs."""
-    import prunekit.pruning as pruning
+    import prunekit.pipeline as pruning
 
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     model[0].register_buffer("weight_mask", torch.ones(4, 4))

@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import prunekit as pk
-from prunekit.methods.amc import amc_search
-from prunekit.methods.gnn import GNNPolicy, LayerGNN, gnn_ratios, gnn_search
-from prunekit.methods.metapruning import (PruningNet, evolutionary_search, metapruning_search, train_pruningnet,
+from prunekit.methods.learned.amc import amc_search
+from prunekit.methods.learned.gnn import GNNPolicy, LayerGNN, gnn_ratios, gnn_search
+from prunekit.methods.learned.metapruning import (PruningNet, evolutionary_search, metapruning_search, train_pruningnet,
                                           width_choices)
-from prunekit.methods.search_space import SearchSpace, apply_ratios, as_batch
+from prunekit.methods.learned.search_space import SearchSpace, apply_ratios, as_batch
 
 from helpers import assert_untouched, snapshot, tiny_cnn
 

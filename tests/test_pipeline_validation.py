@@ -15,7 +15,7 @@ from torch import nn
 import prunekit as pk
 from helpers import assert_untouched, snapshot
 from prunekit.criteria import api
-from prunekit.layers import find_blocks
+from prunekit.structured.layers import find_blocks
 from prunekit.models import ResNet, TinyViT
 
 
@@ -325,7 +325,7 @@ def test_builtin_channel_criteria_with_weight_granularity_fail_before_scoring(mo
     def never(*args, **kwargs):
         raise AssertionError("the criterion ran")
 
-    monkeypatch.setattr(pk.pruning, "score", never)
+    monkeypatch.setattr(pk.pipeline, "score", never)
     model = resnet()
     snap = snapshot(model)
     sparsity = None if granularity == "2:4" else 0.5

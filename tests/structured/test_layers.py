@@ -1,4 +1,4 @@
-"""Layer/block pruning (granularity="layer", prunekit.layers): which blocks are skippable,
+"""Layer/block pruning (granularity="layer", prunekit.structured.layers): which blocks are skippable,
 exact block counts against a slow reference, masks covering exactly a block's parameters,
 drop_layers equal to the masked model (and its documented relu(x) semantics), MAC and
 parameter drops, errors."""
@@ -18,7 +18,7 @@ from torchvision.models.resnet import Bottleneck
 
 import prunekit as pk
 from helpers import assert_untouched, snapshot, tiny_cnn
-from prunekit.layers import SkippableEncoderBlock, drop_layers, find_blocks, layer_masks, removed_blocks
+from prunekit.structured.layers import SkippableEncoderBlock, drop_layers, find_blocks, layer_masks, removed_blocks
 from prunekit.models import MLP, ResNet, TinyViT
 
 

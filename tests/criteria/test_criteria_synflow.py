@@ -77,7 +77,7 @@ def test_prune_synflow_reaches_the_sparsity_with_the_exponential_schedule(monkey
     torch.manual_seed(0)
     model = MLP(16, (32, 32), 4)
     seen = []
-    import prunekit.pruning as pruning
+    import prunekit.pipeline as pruning
     real = pruning.make_masks
 
     def spy(scores, sparsity, **kw):

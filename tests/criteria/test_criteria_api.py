@@ -10,7 +10,7 @@ from torch.nn import functional as F
 import prunekit as pk
 from prunekit.criteria import api
 from prunekit.models import SmallCNN
-from prunekit.targets import find_targets
+from prunekit.core.targets import find_targets
 
 
 @pytest.fixture

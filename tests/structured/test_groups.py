@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit.groups import prune_groups
-from prunekit.surgery import plan_channels
+from prunekit.structured.groups import prune_groups
+from prunekit.structured.surgery import plan_channels
 from helpers import assert_untouched, snapshot
 
 
@@ -60,7 +60,7 @@ def test_groups_remove_more_than_layer_wise_channel_pruning():
 def test_group_score_is_the_sum_of_member_scores():
     net = resnet()
     scores = pk.score(net, "magnitude", exclude="fc.weight")
-    units, members = pk.groups.group_scores(net, scores, X)
+    units, members = pk.structured.groups.group_scores(net, scores, X)
     key = next(k for k, names in members.items() if len(names) == 3)  # stem + two residual convs
     expected = sum(scores[n].reshape(scores[n].shape[0], -1).norm(dim=1) for n in members[key])
     torch.testing.assert_close(units[key], expected)

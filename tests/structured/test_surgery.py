@@ -10,7 +10,7 @@ from torch.nn.utils import prune as torch_prune
 
 import prunekit as pk
 from prunekit.models import MLP, ResNet, SmallCNN
-from prunekit.surgery import compact, plan_channels, zero_removed_channels
+from prunekit.structured.surgery import compact, plan_channels, zero_removed_channels
 
 from helpers import assert_untouched, randomise_bn, snapshot, tiny_cnn
 

@@ -12,7 +12,7 @@ device, and that the module has no ``<name>_orig``/``<name>_mask`` attribute of 
 that the reparametrisation would overwrite), and a failure while applying puts every
 module back as it was.
 
-A parameter shared by several modules (tied weights, see :mod:`prunekit.targets`) is one
+A parameter shared by several modules (tied weights, see :mod:`prunekit.core.targets`) is one
 target with one mask: it is applied for every module that uses the parameter, so they all
 see the same masked weight, and :func:`remove_masks` leaves them all with the same zeroed
 parameter.
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from ._checks import check_model
+from .._validate import check_model
 from .targets import (Target, Use, _check_names, all_parameters, by_alias, computed_weight_hint, is_masked,
                       pruning_hooks)
 

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 import prunekit as pk
-from prunekit.surgery import compact, plan_channels, zero_removed_channels
+from prunekit.structured.surgery import compact, plan_channels, zero_removed_channels
 
 from helpers import assert_untouched, snapshot
 
@@ -314,7 +314,7 @@ def test_convnext_mlp_hidden_channels_same_as_torch_pruning():
                                            pruning_ratio=0.5, global_pruning=False, ignored_layers=ignored)
     pruner.step()
     ours = copy.deepcopy(model)
-    pk.groups.prune_groups(ours, 0.5, x, include=[f"{n}.weight" for n, _ in ours.named_modules()
+    pk.structured.groups.prune_groups(ours, 0.5, x, include=[f"{n}.weight" for n, _ in ours.named_modules()
                                                   if n.endswith("block.3")])
     ours = compact(ours, x)
     shapes = lambda m: {n: tuple(mod.weight.shape) for n, mod in m.named_modules()  # noqa: E731

@@ -1,4 +1,4 @@
-"""Head pruning (granularity="head", prunekit.attention): exact counts, the rows and columns
+"""Head pruning (granularity="head", prunekit.structured.heads): exact counts, the rows and columns
 of every removed head, a slow reference, idempotence, compaction equivalence on our TinyViT
 and on torchvision ViTs, the nn.MultiheadAttention-compatible replacement, errors."""
 
@@ -16,7 +16,7 @@ from torch import nn
 
 import prunekit as pk
 from helpers import assert_untouched, snapshot, tiny_cnn
-from prunekit.attention import (PrunedMultiheadAttention, compact_heads, find_heads, head_masks, removed_heads)
+from prunekit.structured.heads import (PrunedMultiheadAttention, compact_heads, find_heads, head_masks, removed_heads)
 from prunekit.models import MultiHeadSelfAttention, TinyViT
 
 
@@ -173,9 +173,9 @@ def test_global_keeps_one_head_per_module_and_ranks_across_modules():
             scores[n] = scores[n] * 1e-3  # block 0's heads are all weaker than block 1's
     gone = masked_heads(pk.make_masks(scores, 0.5, "head", "global", shapes=vit), vit)
     assert len(gone["blocks.0.attn"]) == 3 and len(gone["blocks.1.attn"]) == 1  # 4 = round(0.5 * 8)
-    block0 = pk.attention.head_scores(find_heads(vit)[0], scores, "l2")
+    block0 = pk.structured.heads.head_scores(find_heads(vit)[0], scores, "l2")
     assert set(range(4)) - gone["blocks.0.attn"] == {int(block0.argmax())}  # its best head stays
-    block1 = pk.attention.head_scores(find_heads(vit)[1], scores, "l2")
+    block1 = pk.structured.heads.head_scores(find_heads(vit)[1], scores, "l2")
     assert gone["blocks.1.attn"] == {int(block1.argmin())}
 
 
@@ -186,7 +186,7 @@ def test_global_head_scores_are_normalised_by_head_size():
     scores = {n: torch.full(p.shape, 1.0 if n.startswith("attns.0") else 0.5) for n, p in model.named_parameters()}
     gone = masked_heads(pk.make_masks(scores, 0.5, "head", "global", shapes=model), model)
     assert gone == {"attns.0": {0}, "attns.1": {0, 1, 2}}
-    raw = [pk.attention.head_scores(a, scores, "l2")[0].item() for a in find_heads(model)]
+    raw = [pk.structured.heads.head_scores(a, scores, "l2")[0].item() for a in find_heads(model)]
     assert raw[0] < raw[1]  # sqrt(19) * 1 < sqrt(140) * 0.5
 
 
@@ -210,7 +210,7 @@ def test_torch_mha_head_slices():
     w_s, o_s = scores[f"{pre}.in_proj_weight"], scores[f"{pre}.out_proj.weight"]
     expect = [math.sqrt(sum(float((w_s[sec * 32 + h * 8:sec * 32 + (h + 1) * 8] ** 2).sum()) for sec in range(3))
                         + float((o_s[:, h * 8:(h + 1) * 8] ** 2).sum())) for h in range(4)]
-    got = pk.attention.head_scores(a, scores, "l2")
+    got = pk.structured.heads.head_scores(a, scores, "l2")
     torch.testing.assert_close(got, torch.tensor(expect, dtype=got.dtype))
     assert set(gone) == set(sorted(range(4), key=lambda h: expect[h])[:2])
 
@@ -224,7 +224,7 @@ def test_head_score_reductions(reduction, expect, normalise):
     torch.manual_seed(0)
     attn = MultiHeadSelfAttention(4, 2, 3)
     scores = {n: torch.randint(-9, 10, p.shape).double() for n, p in attn.named_parameters()}
-    got = pk.attention.head_scores(find_heads(attn)[0], scores, reduction, normalise)
+    got = pk.structured.heads.head_scores(find_heads(attn)[0], scores, reduction, normalise)
     ref = []
     for h in range(2):
         e = head_entries(attn, "", scores, h)

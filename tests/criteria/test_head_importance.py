@@ -1,4 +1,4 @@
-"""Michel et al.'s gradient head importance (prunekit.attention.head_importance) and pruning
+"""Michel et al.'s gradient head importance (prunekit.structured.heads.head_importance) and pruning
 with head scores (head_masks_from_importance): known answers, an independent
 finite-difference reference on our attention and on torch's nn.MultiheadAttention, the
 model left untouched, agreement with granularity="head", errors."""
@@ -15,7 +15,7 @@ from torch import nn
 
 import prunekit as pk
 from helpers import assert_untouched, snapshot, tiny_cnn
-from prunekit.attention import (compact_heads, find_heads, head_importance, head_masks,
+from prunekit.structured.heads import (compact_heads, find_heads, head_importance, head_masks,
                                 head_masks_from_importance, head_scores)
 from prunekit.models import MultiHeadSelfAttention, TinyViT
 
@@ -214,7 +214,7 @@ def test_masked_model_removed_heads_zero_and_kept_heads_as_compacted():
     data = digit_batches()
     imp = head_importance(vit, data, normalize=False)
     small = head_importance(compact_heads(vit), data, normalize=False)
-    for n, gone in pk.attention.removed_heads(vit).items():
+    for n, gone in pk.structured.heads.removed_heads(vit).items():
         assert len(gone) == 2 and all(imp[n][h] == 0 for h in gone)
         kept = [h for h in range(4) if h not in gone]
         assert torch.allclose(imp[n][kept], small[n], rtol=1e-4, atol=1e-8)
@@ -344,7 +344,7 @@ def test_torch_mha_importance_prunes_and_compacts():
     small = compact_heads(vit)
     x = torch.randn(2, 3, 16, 16)
     assert torch.allclose(small(x), vit(x), atol=1e-5)
-    assert [len(g) for g in pk.attention.removed_heads(vit).values()] == [2, 2]
+    assert [len(g) for g in pk.structured.heads.removed_heads(vit).values()] == [2, 2]
 
 
 # --- errors -----------------------------------------------------------------------------------

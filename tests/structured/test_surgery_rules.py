@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit.surgery import _balance, compact, plan_channels, zero_removed_channels
+from prunekit.structured.surgery import _balance, compact, plan_channels, zero_removed_channels
 
 import helpers
 from helpers import assert_untouched, snapshot

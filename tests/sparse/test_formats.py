@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 
 import prunekit as pk
-from prunekit.sparse_formats import pack_nm
+from prunekit.sparse.formats import pack_nm
 
 
 @settings(max_examples=60, deadline=None)

@@ -10,7 +10,7 @@ from torch import nn
 import prunekit as pk
 from prunekit.criteria._common import following_batchnorm
 from prunekit.models import MLP, ResNet, SmallCNN
-from prunekit.targets import find_targets
+from prunekit.core.targets import find_targets
 
 
 def _set(module: nn.Module, **tensors):

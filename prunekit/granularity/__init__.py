@@ -63,7 +63,7 @@ Granularities
     fraction of heads removed, per attention module (``scope="layer"``) or over all
     heads (``scope="global"``, scores normalised by the head size); every module keeps a
     head. The masks cover every parameter slice of a removed head. See
-    :mod:`prunekit.attention` (also :func:`~prunekit.attention.compact_heads`).
+    :mod:`prunekit.structured.heads` (also :func:`~prunekit.structured.heads.compact_heads`).
 ``"layer"``
     Whole residual branches ``x + f(x)`` that can be skipped (layer / block pruning,
     e.g. Fan et al. 2020, *LayerDrop*; the survey's Sec. 2.2): identity-shortcut ResNet
@@ -71,8 +71,8 @@ Granularities
     (``shapes=model``). A block's score is the *normalised* reduction of its scored
     weights (default: RMS), so big blocks don't win by size; ``sparsity`` is the
     fraction of skippable blocks removed, ranked globally (``scope="global"`` only).
-    The masks cover every parameter of a removed block. See :mod:`prunekit.layers`
-    (also :func:`~prunekit.layers.drop_layers`).
+    The masks cover every parameter of a removed block. See :mod:`prunekit.structured.layers`
+    (also :func:`~prunekit.structured.layers.drop_layers`).
 
 Scopes: ``"unstructured"``, ``"channel"``, ``"block:RxC"`` and ``"head"`` support
 ``"layer"`` and ``"global"``; ``"N:M"`` and ``"pattern"`` are local (``scope`` is

@@ -1,0 +1,1 @@
+"""Pruning after training (PAT): a trained network is pruned, then fine-tuned."""

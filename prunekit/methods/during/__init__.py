@@ -1,0 +1,1 @@
+"""Pruning during training (PDT): masks that change as the weights train."""

@@ -1,0 +1,1 @@
+"""Run-time (dynamic) pruning: what is skipped depends on the input."""
