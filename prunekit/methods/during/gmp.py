@@ -75,8 +75,10 @@ class GradualPruner:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self._schedule = dict(final_sparsity=final_sparsity, begin_step=begin_step, end_step=end_step,
                               initial_sparsity=initial_sparsity, frequency=frequency)
-        agp(begin_step, **self._schedule)  # checks every schedule argument, naming it
-        if not isinstance(criterion, str) or criterion.lower() not in available():
+        agp(0, **self._schedule)  # checks every schedule argument, naming it
+        if not isinstance(criterion, str):
+            raise TypeError(f"criterion must be a criterion name (str), got {criterion!r}")
+        if criterion.lower() not in available():
             raise ValueError(f"criterion must be one of {sorted(available())}, got {criterion!r}")
         crit = available()[criterion.lower()]
         if crit.needs_data and data is None:
