@@ -4,10 +4,11 @@
   a training-loop callback;
 * :func:`rigl_update`, :func:`set_update` -- the per-layer drop-and-grow updates of dynamic
   sparse training (RigL: Evci et al. 2020; SET: Mocanu et al. 2018), with
-  :func:`new_connections` for the grown weights the caller zeroes.
+  :func:`new_connections` for the grown weights the caller zeroes; :class:`DynamicSparsity`
+  runs them during training as a callback (ERK random start, cosine drop fraction).
 """
 
-from .dynamic import drop_count, new_connections, rigl_update, set_update
+from .dynamic import DynamicSparsity, drop_count, new_connections, rigl_update, set_update
 from .gmp import GradualPruner
 
-__all__ = ["GradualPruner", "rigl_update", "set_update", "new_connections", "drop_count"]
+__all__ = ["GradualPruner", "DynamicSparsity", "rigl_update", "set_update", "new_connections", "drop_count"]

@@ -38,11 +38,18 @@ optimiser state (the reference zeroes the momentum of new connections).
 from __future__ import annotations
 
 import math
-from numbers import Real
+from collections.abc import Iterable
+from numbers import Integral, Real
 
 import torch
+from torch import nn
 
-__all__ = ["rigl_update", "set_update", "new_connections", "drop_count"]
+from ...core.masks import apply_masks, get_masks, remove_masks
+from ...schedules import cosine_decay
+from ...train import StepInfo
+from ..before.random import prune_random
+
+__all__ = ["rigl_update", "set_update", "new_connections", "drop_count", "DynamicSparsity"]
 
 
 def _check_tensor(name: str, value: object, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -172,3 +179,120 @@ def new_connections(old_mask: torch.Tensor, new_mask: torch.Tensor) -> torch.Ten
         raise ValueError(f"old_mask and new_mask must have one shape, got {tuple(old_mask.shape)} "
                          f"and {tuple(new_mask.shape)}")
     return new_mask & ~old_mask
+
+
+METHODS = ("rigl", "set")
+
+
+class DynamicSparsity:
+    """Dynamic sparse training of ``model`` at a fixed ``density``: RigL or SET as a callback.
+
+    At construction the chosen weights are masked at random with the layer densities of
+    ``distribution`` (:func:`prunekit.methods.before.random.prune_random`; RigL's ERK
+    initialisation by default). Then after optimiser step ``t`` -- whenever ``t`` is a multiple
+    of ``update_every`` (ΔT) and ``t < end_step`` (T_end) -- every masked layer gets one
+    :func:`rigl_update` (``method="rigl"``) or :func:`set_update` (``method="set"``) with the
+    drop fraction ``cosine_decay(t, initial=drop_fraction, end_step=end_step)``; grown
+    connections start at zero (weight and the optimiser's per-weight state, e.g. Adam's
+    moments, as the reference resets momentum), a connection dropped and grown back keeps its
+    value, and every layer's number of active connections never changes (Evci et al. 2020,
+    Algorithm 1; Mocanu et al. 2018).
+
+    RigL grows by the dense gradient of the last backward pass, the gradient with respect to
+    the masked weight ``module.weight``; a forward hook on each masked module retains it
+    (``retain_grad``), so every masked module must be called through its ``forward``
+    (``nn.MultiheadAttention`` reads ``out_proj.weight`` directly: leave it out with
+    ``exclude=``); a missing gradient raises ``RuntimeError``. Tied (shared) parameters are not
+    supported. One difference from the reference: it skips the optimiser step at a mask-update
+    iteration, while here the update follows that step (the gradient is the step's, the
+    magnitudes are those after it).
+
+    Use it as ``callback=`` of :func:`prunekit.train.train`, or call :meth:`update` with the
+    step count and the optimiser after each ``optimizer.step()``; :meth:`remove` takes the
+    hooks off (the masks stay).
+
+    Attributes:
+        history: ``[(step, drop_fraction, {name: connections grown}), ...]`` per update (grown =
+            :func:`new_connections`; a connection dropped and grown back is not counted).
+    """
+
+    def __init__(self, model: nn.Module, density: float, *, method: str = "rigl", update_every: int = 100,
+                 end_step: int, drop_fraction: float = 0.3, distribution: str = "erk", dense: Iterable[str] = (),
+                 seed: int = 0, include: Iterable[str] | str | None = None,
+                 exclude: Iterable[str] | str | None = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(method, str) or method.lower() not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        for name, value in (("update_every", update_every), ("end_step", end_step), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        if update_every < 1:
+            raise ValueError(f"update_every must be an int >= 1, got {update_every}")
+        if seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed}")
+        cosine_decay(0, initial=drop_fraction, end_step=end_step)  # checks drop_fraction and end_step
+        if get_masks(model):
+            raise ValueError(f"model is already masked ({sorted(get_masks(model))[:4]}...): dynamic sparse "
+                             "training starts from a dense model")
+        self.model, self.method = model, method.lower()
+        self.update_every, self.end_step, self.drop_fraction = int(update_every), int(end_step), float(drop_fraction)
+        self._generator = torch.Generator().manual_seed(int(seed))
+        masks = prune_random(model, density, distribution=distribution, seed=int(seed), dense=dense,
+                             include=include, exclude=exclude)
+        self.names = list(masks)
+        self._modules = {n: model.get_submodule(n.rpartition(".")[0]) for n in self.names}
+        self._attr = {n: n.rpartition(".")[2] for n in self.names}
+        self._hooks = [m.register_forward_hook(self._retain) for m in {id(m): m for m in self._modules.values()}.values()]
+        self.history: list[tuple[int, float, dict[str, int]]] = []
+
+    def _retain(self, module: nn.Module, args: object, output: object) -> None:
+        for n in self.names:
+            if self._modules[n] is module:
+                w = getattr(module, self._attr[n])
+                if w.requires_grad and not w.is_leaf:
+                    w.retain_grad()
+
+    def remove(self) -> None:
+        """Take off the gradient-retaining hooks (the masks stay on the model)."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def __call__(self, info: StepInfo) -> None:
+        """The :func:`prunekit.train.train` callback: :meth:`update` at ``info.step``."""
+        self.update(info.step, info.optimizer)
+
+    def update(self, step: int, optimizer: torch.optim.Optimizer | None = None) -> bool:
+        """Drop and grow in every layer if ``step`` is an update step; True if it was."""
+        if step % self.update_every or not 0 < step < self.end_step:
+            return False
+        fraction = cosine_decay(step, initial=self.drop_fraction, end_step=self.end_step)
+        old = get_masks(self.model)
+        new = {}
+        for n in self.names:  # every new mask first, so that an error changes nothing
+            module, attr = self._modules[n], self._attr[n]
+            weight = getattr(module, attr + "_orig")
+            if self.method == "rigl":
+                w = getattr(module, attr)
+                grad = w.grad if w.retains_grad else None
+                if grad is None:
+                    raise RuntimeError(f"no gradient for {n!r}: call update after a backward pass through the model")
+                new[n] = rigl_update(weight, old[n], grad, fraction)
+            else:
+                new[n] = set_update(weight, old[n], fraction, self._generator)
+        moved = {}
+        for n in self.names:
+            weight = getattr(self._modules[n], self._attr[n] + "_orig")
+            grown = new_connections(old[n], new[n])
+            moved[n] = int(grown.sum())
+            with torch.no_grad():
+                weight[grown] = 0.0
+            if optimizer is not None:
+                for value in optimizer.state.get(weight, {}).values():
+                    if isinstance(value, torch.Tensor) and value.shape == weight.shape:
+                        value[grown] = 0
+        remove_masks(self.model, self.names)
+        apply_masks(self.model, new)
+        self.history.append((step, fraction, moved))
+        return True
