@@ -136,3 +136,12 @@ def test_bad_arguments_fail_at_construction_model_untouched(kwargs, exc, name):
 def test_model_must_be_a_module():
     with pytest.raises(TypeError, match="model"):
         GradualPruner("model", **SCHEDULE)
+
+
+def test_pruner_is_a_train_callback_itself():
+    model = _mlp(1)
+    pruner = GradualPruner(model, final_sparsity=0.9, begin_step=0, end_step=10, frequency=2, scope="layer")
+    train(model, _batches(), epochs=2, lr=1e-2, progress=False, callback=pruner)  # 12 steps
+    masks = pk.get_masks(model)
+    assert {n: int((~m).sum()) for n, m in masks.items()} == {n: round(0.9 * k) for n, k in WEIGHTS.items()}
+    assert [t for t, _ in pruner.history] == [2, 4, 6, 8, 10]
