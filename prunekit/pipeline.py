@@ -133,8 +133,8 @@ def make_masks(
     g = parse(granularity)
     scores = check_scores(scores)
     shapes_, model = _shapes(scores, g, shapes, model)
-    req = mask_request(g, sparsity, scope, reduction, shapes_ or {n: s.shape for n, s in scores.items()}, model)
     _check_levels(g, scores, shapes_)
+    req = mask_request(g, sparsity, scope, reduction, shapes_ or {n: s.shape for n, s in scores.items()}, model)
     return _masks(scores, req)
 
 
