@@ -70,7 +70,7 @@ Granularities
     Whole residual branches ``x + f(x)`` that can be skipped (layer / block pruning,
     e.g. Fan et al. 2020, *LayerDrop*; the survey's Sec. 2.2): identity-shortcut ResNet
     blocks, the attention and MLP sublayers of pre-norm transformers. Needs the model
-    (``shapes=model``). A block's score is the *normalised* reduction of its scored
+    (``model=model``). A block's score is the *normalised* reduction of its scored
     weights (default: RMS), so big blocks don't win by size; ``sparsity`` is the
     fraction of skippable blocks removed, ranked globally (``scope="global"`` only).
     The masks cover every parameter of a removed block. See :mod:`prunekit.structured.layers`
