@@ -11,7 +11,7 @@ argument is checked before the criterion runs.
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -24,7 +24,19 @@ from .criteria import get as get_criterion
 from .criteria import score
 from .granularity import Granularity, parse
 
-__all__ = ["make_masks", "prune"]
+__all__ = ["make_masks", "prune", "register_coupled"]
+
+#: The coupled-channel path of :func:`prune`. :mod:`prunekit.structured.groups` sits above
+#: this module (it traces the model) and registers its ``prune_groups`` here on import, so
+#: the pipeline never imports the structural side.
+_COUPLED: list[Callable[..., dict]] = []
+
+
+def register_coupled(fn: Callable[..., dict]) -> Callable[..., dict]:
+    """Make ``fn(model, sparsity, example_inputs, criterion, scope, data, **kwargs)`` the
+    coupled-channel path of :func:`prune` (``prunekit.prune_groups`` is)."""
+    _COUPLED[:] = [fn]
+    return fn
 
 
 def _shapes(scores: Mapping[str, torch.Tensor], g: Granularity, shapes: object,
@@ -216,8 +228,9 @@ def prune(
         if isinstance(sparsity, Mapping):
             raise ValueError("prune: a per-parameter sparsity dict cannot be used with granularity='channel' and "
                              "example_inputs (coupled layers share one sparsity); pass a float or omit example_inputs")
-        from .structured.groups import prune_groups  # the one upward edge: until plan_channels lives in core/graph
-        return prune_groups(model, sparsity, example_inputs, criterion, scope, data, include=include,
+        if not _COUPLED:  # pragma: no cover - prunekit/__init__ imports prunekit.structured.groups
+            raise RuntimeError("the coupled-channel path is not registered: import prunekit.structured.groups")
+        return _COUPLED[0](model, sparsity, example_inputs, criterion, scope, data, include=include,
                             exclude=exclude, reduction=reduction, **criterion_kwargs)
     if example_inputs is not None and crit.needs_inputs:
         criterion_kwargs["example_inputs"] = example_inputs

@@ -48,12 +48,10 @@ group (concatenations).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
-
-from typing import Mapping
 
 from .._validate import check_materialised, check_scores, check_sparsity, mask_request
 from ..allocation import allocate_units
@@ -61,6 +59,7 @@ from ..criteria import get as get_criterion
 from ..criteria import score
 from ..granularity import channel_mask, channel_scores, parse
 from ..core.masks import apply_masks
+from ..pipeline import register_coupled
 from .surgery import plan_channels
 from ..core.targets import find_targets
 
@@ -225,6 +224,7 @@ def _balance_chunks(group_keep: dict, chan: dict, linked: _Linked) -> None:
                     changed = True
 
 
+@register_coupled
 def prune_groups(
     model: nn.Module,
     sparsity: float,
