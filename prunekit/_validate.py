@@ -24,7 +24,8 @@ from torch import nn
 
 __all__ = ["check_model", "check_materialised", "check_int", "check_number", "check_nonneg", "check_positive",
            "check_fraction", "check_sparsity", "check_choice", "check_scope", "check_names", "check_bool",
-           "check_scores", "resolve_sparsity", "SCOPES", "MaskRequest", "mask_request"]
+           "check_scores", "resolve_sparsity", "check_coupled", "SCOPES", "MaskRequest",
+           "mask_request"]
 
 #: The scopes of :func:`prunekit.make_masks`: rank all tensors together, or each on its own.
 SCOPES = ("global", "layer")
@@ -241,6 +242,24 @@ def resolve_sparsity(names: list[str], sparsity: object, scope: str, *, what: st
         return {n: check_sparsity(sparsity[n], f"sparsity[{n!r}]") for n in names}
     s = check_sparsity(sparsity)
     return {n: s for n in names}
+
+
+# --- prune's coupled switch ---
+
+def check_coupled(g: Any, coupled: object, example_inputs: object) -> bool:
+    """Whether :func:`prunekit.prune` takes the coupled-channel path, for the parsed granularity ``g``
+    (``coupled=None``: exactly for ``"channel"`` with ``example_inputs``)."""
+    if coupled is None:
+        return g.kind == "channel" and example_inputs is not None
+    if not isinstance(coupled, bool):
+        raise TypeError(f"coupled must be True, False or None (automatic), got {coupled!r}")
+    if coupled and g.kind != "channel":
+        raise ValueError(f"coupled=True prunes coupled channel groups: it needs granularity='channel', "
+                         f"got granularity={g.name!r}")
+    if coupled and example_inputs is None:
+        raise ValueError("coupled=True traces the model to find coupled channels: pass example_inputs= (a batch "
+                         "the model accepts)")
+    return coupled
 
 
 # --- the request -------------------------------------------------------------------------

@@ -16,13 +16,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ._validate import MaskRequest, check_materialised, check_scores, mask_request
+from ._validate import MaskRequest, check_coupled, check_materialised, check_scores, mask_request
 from .allocation import allocate_units
 from .core.masks import apply_masks, check_maskable
 from .core.targets import all_parameters, find_targets
 from .criteria import get as get_criterion
 from .criteria import score
-from .granularity import Granularity, parse
+from .granularity import parse
 
 __all__ = ["make_masks", "prune", "register_coupled"]
 
@@ -39,9 +39,10 @@ def register_coupled(fn: Callable[..., dict]) -> Callable[..., dict]:
     return fn
 
 
-def _shapes(scores: Mapping[str, torch.Tensor], g: Granularity, shapes: object,
-            model: nn.Module | None) -> tuple[dict[str, tuple[int, ...]] | None, nn.Module | None]:
-    """The parameter shapes of the scored names (``None``: the scores' own shapes) and the model."""
+def _shapes(scores: Mapping[str, torch.Tensor], shapes: object,
+           model: nn.Module | None) -> tuple[dict[str, tuple[int, ...]] | None, nn.Module | None]:
+    """The parameter shapes of the scored names (``None``: the scores' own shapes) and the
+    model, from ``make_masks``' ``shapes=`` and ``model=`` (``shapes=model`` is deprecated)."""
     if isinstance(shapes, nn.Module):
         warnings.warn("make_masks(shapes=model) is deprecated: pass model=model", DeprecationWarning, stacklevel=3)
         model, shapes = shapes if model is None else model, None
@@ -57,16 +58,6 @@ def _shapes(scores: Mapping[str, torch.Tensor], g: Granularity, shapes: object,
     if missing:
         raise ValueError(f"shapes has no entry for scored parameters {missing}")
     return {n: tuple(int(d) for d in shapes[n]) for n in scores}, model
-
-
-def _check_levels(g: Granularity, scores: Mapping[str, torch.Tensor], shapes: Mapping | None) -> None:
-    """Checks against the score tensors: each fits its parameter, and is not coarser than ``g``."""
-    for n, s in scores.items():
-        if shapes is not None:
-            g.score_level(n, s, shapes[n])
-        elif g.kind == "channel" and s.dim() == 1:
-            raise ValueError(f"scores[{n!r}] is 1-D: one score per output channel, or a 1-D parameter? Pass "
-                             f"shapes={{name: parameter shape}} or model= so that the masks get the parameter's shape")
 
 
 def _masks(scores: Mapping[str, torch.Tensor], req: MaskRequest) -> dict[str, torch.Tensor]:
@@ -144,8 +135,8 @@ def make_masks(
     """
     g = parse(granularity)
     scores = check_scores(scores)
-    shapes_, model = _shapes(scores, g, shapes, model)
-    _check_levels(g, scores, shapes_)
+    shapes_, model = _shapes(scores, shapes, model)
+    g.check_score_shapes(scores, shapes_)
     req = mask_request(g, sparsity, scope, reduction, shapes_ or {n: s.shape for n, s in scores.items()}, model)
     return _masks(scores, req)
 
@@ -159,21 +150,6 @@ def _mark_removed(score: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         gone = ~mask.reshape(mask.shape[0], -1).any(dim=1)
         return s.masked_fill(gone, float("-inf"))
     return s  # a mismatched shape is reported by the level check
-
-
-def _coupled(g: Granularity, coupled: object, example_inputs: object) -> bool:
-    """Whether :func:`prune` takes the coupled-channel path (see its docstring)."""
-    if coupled is None:
-        return g.kind == "channel" and example_inputs is not None
-    if not isinstance(coupled, bool):
-        raise TypeError(f"coupled must be True, False or None (automatic), got {coupled!r}")
-    if coupled and g.kind != "channel":
-        raise ValueError(f"coupled=True prunes coupled channel groups: it needs granularity='channel', "
-                         f"got granularity={g.name!r}")
-    if coupled and example_inputs is None:
-        raise ValueError("coupled=True traces the model to find coupled channels: pass example_inputs= (a batch "
-                         "the model accepts)")
-    return coupled
 
 
 def prune(
@@ -224,7 +200,7 @@ def prune(
     g = parse(granularity)
     crit = get_criterion(criterion)
     check_materialised(model)
-    if _coupled(g, coupled, example_inputs):
+    if check_coupled(g, coupled, example_inputs):
         if isinstance(sparsity, Mapping):
             raise ValueError("prune: a per-parameter sparsity dict cannot be used with granularity='channel' and "
                              "example_inputs (coupled layers share one sparsity); pass a float or omit example_inputs")
@@ -240,7 +216,7 @@ def prune(
     g.check_criterion_level(crit.name, crit.level)
     req = mask_request(g, sparsity, scope, reduction, {t.name: t.shape for t in targets}, model)
     scores = check_scores(score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs))
-    _check_levels(g, scores, req.shapes)
+    g.check_score_shapes(scores, req.shapes)
     old = {t.name: t.mask for t in targets if t.is_masked and t.name in scores}
     for name, mask in old.items():
         scores[name] = _mark_removed(scores[name], mask)

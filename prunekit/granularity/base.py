@@ -151,6 +151,19 @@ class Granularity:
         raise ValueError(f"scores[{name!r}] has shape {list(got)}, but the parameter has shape {list(shape)}; "
                          f"a score has the parameter's shape or [out_channels] = [{shape[0] if shape else '?'}]")
 
+    def check_score_shapes(self, scores: Mapping[str, torch.Tensor], shapes: Mapping[str, Sequence[int]] | None) -> None:
+        """The checks against the score tensors (run once, when they exist): each fits its
+        parameter's shape and is not coarser than this granularity (:meth:`score_level`).
+        Without ``shapes`` every score is taken to be parameter-shaped, except a 1-D score
+        under ``"channel"``, which is ambiguous (channel scores, or a 1-D parameter?)."""
+        for n, s in scores.items():
+            if shapes is not None:
+                self.score_level(n, s, shapes[n])
+            elif self.kind == "channel" and s.dim() == 1:
+                raise ValueError(f"scores[{n!r}] is 1-D: one score per output channel, or a 1-D parameter? Pass "
+                                 f"shapes={{name: parameter shape}} or model= so that the masks get the "
+                                 f"parameter's shape")
+
     def check_level(self, name: str, level: str, got: tuple = (), shape: tuple = ()) -> None:
         """Raise ``ValueError`` if scores of ``level`` (``"channel"``) are coarser than this granularity."""
         if level == "channel":
