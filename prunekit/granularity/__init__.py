@@ -96,7 +96,7 @@ import torch
 
 from . import block, channel, heads, layers, nm, pattern, unstructured  # noqa: F401  (each registers its kind)
 from .base import REDUCTIONS, Granularity, _float, parse, reduce_units, register
-from .block import Block as BlockTiles
+from .block import BlockTiles
 from .block import block_mask, block_scores, tile_scores
 from .channel import Channel, channel_mask, channel_scores
 from .heads import Heads

@@ -39,7 +39,7 @@ def block_mask(keep: torch.Tensor, shape: Sequence[int], rows: int, cols: int) -
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class Block(Granularity):
+class BlockTiles(Granularity):
     """R x C tiles; ``rows`` and ``cols`` >= 1."""
 
     rows: int
@@ -68,13 +68,13 @@ class Block(Granularity):
         return {n: block_mask(keep[n], req.shapes[n], self.rows, self.cols) for n in scores}
 
 
-def _parse(key: str, given: str) -> Block | None:
+def _parse(key: str, given: str) -> BlockTiles | None:
     if not (bl := re.fullmatch(r"block:(\d+)x(\d+)", key)):
         return None
     r, c = int(bl[1]), int(bl[2])
     if r < 1 or c < 1:
         raise ValueError(f"granularity {given!r}: block:RxC needs R >= 1 and C >= 1, got R={r}, C={c}")
-    return Block(r, c)
+    return BlockTiles(r, c)
 
 
 register("block", _parse)

@@ -14,7 +14,7 @@ from prunekit.granularity import layers as glayers
 def test_parse_gives_one_object_per_kind():
     got = {name: type(pk.granularity.parse(name)).__name__ for name in
            ("unstructured", "channel", "2:4", "block:2x4", "pattern", "head", "layer")}
-    assert got == {"unstructured": "Unstructured", "channel": "Channel", "2:4": "NM", "block:2x4": "Block",
+    assert got == {"unstructured": "Unstructured", "channel": "Channel", "2:4": "NM", "block:2x4": "BlockTiles",
                    "pattern": "Pattern", "head": "Heads", "layer": "Layers"}
     g = pk.granularity.parse(" 2:8 ")
     assert (g.name, g.kind, g.n, g.m, g.fixed_sparsity()) == ("2:8", "nm", 2, 8, 0.75)
