@@ -146,7 +146,7 @@ def test_layer_granularity_keeps_a_block():
     torch.manual_seed(0)
     v = TinyViT(depth=2).eval()
     blocks = find_blocks(v)
-    masks = pk.make_masks(pk.score(v, "magnitude"), 0.999, "layer", shapes=v)
+    masks = pk.make_masks(pk.score(v, "magnitude"), 0.999, "layer", model=v)
     kept = [b.name for b in blocks if masks[b.params[0]].all()]
     assert len(kept) == 1
 
@@ -413,9 +413,9 @@ def test_make_masks_refuses_meta_scores_and_lazy_shapes():
         pk.make_masks(meta_scores, 0.5)
     scores = {"2.weight": torch.rand(4, 16)}
     with pytest.raises(ValueError, match="model has an uninitialised"):
-        pk.make_masks(scores, 0.5, "channel", shapes=lazy_mlp())
+        pk.make_masks(scores, 0.5, "channel", model=lazy_mlp())
     # a meta model is a fine source of shapes
-    masks = pk.make_masks(scores, 0.5, "channel", shapes=meta_mlp())
+    masks = pk.make_masks(scores, 0.5, "channel", model=meta_mlp())
     assert masks["2.weight"].shape == (4, 16)
 
 

@@ -128,9 +128,9 @@ def test_every_granularity_is_implemented_and_listed():
 
 @pytest.mark.parametrize("granularity", ["head", "layer"])
 def test_model_unit_granularities_need_the_model(granularity):
-    with pytest.raises(ValueError, match=f"granularity '{granularity}'.*shapes=model"):
+    with pytest.raises(ValueError, match=f"granularity '{granularity}'.*model=model"):
         pk.make_masks({"w": torch.rand(8, 8)}, 0.5, granularity=granularity)
-    with pytest.raises(ValueError, match="shapes=model"):
+    with pytest.raises(ValueError, match="model=model"):
         pk.make_masks({"w": torch.rand(8, 8)}, 0.5, granularity=granularity, shapes={"w": (8, 8)})
 
 
