@@ -90,12 +90,8 @@ stays cumulative.
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
-
 from . import block, channel, heads, layers, nm, pattern, unstructured  # noqa: F401  (each registers its kind)
-from .base import REDUCTIONS, Granularity, _float, parse, reduce_units, register
+from .base import REDUCTIONS, Granularity, parse, reduce_units, register
 from .block import BlockTiles
 from .block import block_mask, block_scores, tile_scores
 from .channel import Channel, channel_mask, channel_scores

@@ -16,7 +16,7 @@ from typing import Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
-from .._validate import MaskRequest, check_sparsity, resolve_sparsity
+from .._validate import MaskRequest, resolve_sparsity
 
 #: How weight scores are combined into one score per unit. ``"l1"`` and ``"l2"`` are
 #: norms (they ignore sign: use them for non-negative scores such as |w|); ``"sum"``
@@ -128,12 +128,6 @@ class Granularity:
 
     def check_sparsity_value(self, s: float, given: object) -> None:
         """Raise ``ValueError`` if this granularity cannot reach the (validated) sparsity ``s``."""
-
-    def check_number(self, sparsity: object) -> None:
-        """Check a sparsity that is a number (or ``None``) against this granularity."""
-        if sparsity is None and self.fixed_sparsity() is not None:
-            return
-        self.check_sparsity_value(check_sparsity(sparsity), sparsity)
 
     def check_applicable(self, name: str, shape: Sequence[int]) -> None:
         """Raise ``ValueError`` if a parameter of this shape cannot be pruned at this granularity."""
