@@ -22,15 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._validate import check_int
+
 __all__ = ["BasicBlock", "MultiHeadSelfAttention", "ViTBlock"]
 
 
 def _check_pos_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    """``value`` as an int >= 1 (kept for :mod:`prunekit.models`, which imports it)."""
+    return check_int(name, value, minimum=1)
 
 
 class BasicBlock(nn.Module):

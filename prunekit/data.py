@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._validate import check_int, check_number
+
 __all__ = [
     "SHAPES_CLASSES",
     "DIGITS_CLASSES",
@@ -85,12 +87,7 @@ _CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 def _check_int(name: str, value: Any, minimum: int | None = None) -> int:
     """Return ``value`` if it is an int >= ``minimum``; else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
-        allowed = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return int(value)
+    return check_int(name, value, minimum)
 
 
 def _check_optional_int(name: str, value: Any, minimum: int) -> int | None:
@@ -108,11 +105,8 @@ def _check_optional_fraction(name: str, value: Any) -> float | None:
 
 
 def _check_fraction(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a float in (0, 1), got {value!r}")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must be a float in (0, 1) (open interval), got {value!r}")
-    return float(value)
+    """``value`` as a float in the open interval (0, 1)."""
+    return check_number(name, value, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
 # --------------------------------------------------------------------------- loaders

@@ -136,3 +136,59 @@ def test_channel_scores_for_a_finer_granularity():
         pk.make_masks({"c.weight": torch.rand(8)}, 0.5, "unstructured", shapes=shapes)
     with pytest.raises(TypeError, match="shapes"):
         pk.make_masks({"c.weight": torch.rand(8)}, 0.5, "channel", shapes=[(8, 4, 3, 3)])
+
+
+# --- prunekit._validate: the one module of argument checks (issue 10, P4) -------------------
+
+from fractions import Fraction  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from prunekit import _validate as v  # noqa: E402
+
+
+@pytest.mark.parametrize("call, value, exc, words", [
+    (lambda x: v.check_int("steps", x, minimum=1), 0, ValueError, ["steps", ">= 1", "0"]),
+    (lambda x: v.check_int("steps", x, minimum=1), True, TypeError, ["steps", "an int"]),
+    (lambda x: v.check_int("steps", x, minimum=1), 2.0, TypeError, ["steps"]),
+    (lambda x: v.check_int("k", x, minimum=0, maximum=3), 4, ValueError, ["k", "<= 3"]),
+    (lambda x: v.check_number("lr", x, low=0, low_open=True), 0, ValueError, ["lr", "(0, inf]"]),
+    (lambda x: v.check_number("lr", x), float("inf"), ValueError, ["lr", "finite"]),
+    (lambda x: v.check_number("lr", x), "1e-3", TypeError, ["lr", "str"]),
+    (lambda x: v.check_number("lr", x), False, TypeError, ["lr"]),
+    (lambda x: v.check_fraction("p", x), 1.0, ValueError, ["p", "[0, 1)"]),
+    (lambda x: v.check_fraction("p", x, include_one=True), 1.5, ValueError, ["p", "[0, 1]"]),
+    (lambda x: v.check_nonneg("weight_decay", x), -1, ValueError, ["weight_decay", ">= 0"]),
+    (lambda x: v.check_positive("lr", x), 0, ValueError, ["lr", "> 0"]),
+    (lambda x: v.check_choice("mode", x, ("eval", "train")), "test", ValueError, ["mode", "'eval', 'train'"]),
+    (lambda x: v.check_choice("mode", x, ("eval", "train")), 1, TypeError, ["mode"]),
+    (lambda x: v.check_names("include", x), 5, TypeError, ["include"]),
+    (lambda x: v.check_names("include", x), ["a", 3], TypeError, ["include", "3"]),
+    (lambda x: v.check_bool("normalize", x), 1, TypeError, ["normalize", "True or False"]),
+    (lambda x: v.check_model(x), "net", TypeError, ["model", "torch.nn.Module", "str"]),
+    (lambda x: v.check_scope(x), "local", ValueError, ["scope", "'global', 'layer'"]),
+])
+def test_validate_type_vs_value_errors_name_the_argument(call, value, exc, words):
+    with pytest.raises(exc) as info:
+        call(value)
+    for w in words:
+        assert w in str(info.value)
+
+
+def test_validate_accepts_abstract_numbers_and_canonicalises():
+    assert v.check_int("n", np.int64(3), minimum=1) == 3 and type(v.check_int("n", np.int64(3))) is int
+    assert v.check_number("x", Fraction(1, 4), low=0, high=1) == 0.25
+    assert v.check_number("x", np.float32(0.5)) == 0.5
+    assert v.check_sparsity(np.float64(0.5)) == 0.5
+    assert v.check_choice("scope", " GLOBAL ", ("global", "layer")) == "global"
+    assert v.check_choice("reduction", None, ("l1",), allow_none=True) is None
+    assert v.check_names("include", "a.weight") == ["a.weight"]
+    assert v.check_names("include", ("a", "b")) == ["a", "b"]
+
+
+def test_old_homes_of_the_checks_are_the_same_functions():
+    """allocation.check_* were the checks before 0.2: they are now the ones of _validate."""
+    assert pk.allocation.check_sparsity is v.check_sparsity
+    assert pk.allocation.check_scope is v.check_scope
+    assert pk.allocation.check_scores is v.check_scores
+    assert pk.allocation.resolve_sparsity is v.resolve_sparsity

@@ -146,7 +146,7 @@ def test_layer_granularity_keeps_a_block():
     torch.manual_seed(0)
     v = TinyViT(depth=2).eval()
     blocks = find_blocks(v)
-    masks = pk.make_masks(pk.score(v, "magnitude"), 0.999, "layer", shapes=v)
+    masks = pk.make_masks(pk.score(v, "magnitude"), 0.999, "layer", model=v)
     kept = [b.name for b in blocks if masks[b.params[0]].all()]
     assert len(kept) == 1
 
@@ -413,9 +413,9 @@ def test_make_masks_refuses_meta_scores_and_lazy_shapes():
         pk.make_masks(meta_scores, 0.5)
     scores = {"2.weight": torch.rand(4, 16)}
     with pytest.raises(ValueError, match="model has an uninitialised"):
-        pk.make_masks(scores, 0.5, "channel", shapes=lazy_mlp())
+        pk.make_masks(scores, 0.5, "channel", model=lazy_mlp())
     # a meta model is a fine source of shapes
-    masks = pk.make_masks(scores, 0.5, "channel", shapes=meta_mlp())
+    masks = pk.make_masks(scores, 0.5, "channel", model=meta_mlp())
     assert masks["2.weight"].shape == (4, 16)
 
 
@@ -427,3 +427,174 @@ def test_score_refuses_lazy_and_meta_models():
         meta = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(ValueError, match="model"):
         pk.score(meta, "magnitude")
+
+
+# -------------------------------------- 7. one validation, at the boundary (issue 10, P3)
+
+@pytest.fixture
+def ran():
+    """A weight-level criterion registered for the test that records whether it ran."""
+    import prunekit.criteria as criteria
+
+    calls: list[str] = []
+
+    def spy_fn(model, targets, **kwargs):
+        calls.append("ran")
+        return {t.name: t.tensor.detach().abs() for t in targets}
+
+    criteria.register("spy_ran", description="|w|, recording that it ran")(spy_fn)
+    try:
+        yield calls
+    finally:  # the registry's API may change: remove the entry from whichever table holds it
+        for holder in (criteria, getattr(criteria, "registry", None)):
+            table = getattr(holder, "_REGISTRY", None)
+            if isinstance(table, dict):
+                table.pop("spy_ran", None)
+
+
+LATE = [  # the three checks the code review found after score() (P3)
+    ("vit", {"sparsity": 0.5, "granularity": "layer", "scope": "layer"}, "scope must be 'global'"),
+    ("resnet", {"sparsity": 0.5, "granularity": "channel", "example_inputs": torch.randn(1, 3, 16, 16),
+                "reduction": "max"}, "reduction"),
+    ("resnet", {"sparsity": {"conv1.weight": 0.5}, "scope": "layer"}, "sparsity dict"),
+]
+
+
+@pytest.mark.parametrize("which, kwargs, words", LATE, ids=["layer-scope", "coupled-reduction", "dict-names"])
+def test_late_checks_now_raise_before_the_criterion(ran, which, kwargs, words):
+    torch.manual_seed(0)
+    model = TinyViT(depth=1).eval() if which == "vit" else resnet()
+    snap = snapshot(model)
+    with pytest.raises(ValueError, match=words):
+        pk.prune(model, criterion="spy_ran", **kwargs)
+    assert ran == []
+    assert_untouched(model, snap)
+    pk.prune(model, 0.5, "spy_ran")  # the spy does run on a good call
+    assert ran == ["ran"]
+
+
+def _count_calls(monkeypatch, name: str) -> list:
+    """Replace ``prunekit._validate.<name>`` in every prunekit module that holds it by a counter."""
+    import sys
+
+    import prunekit._validate as v
+    original, calls = getattr(v, name), []
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    for mod_name, mod in list(sys.modules.items()):
+        if mod_name.startswith("prunekit") and mod is not None and getattr(mod, name, None) is original:
+            monkeypatch.setattr(mod, name, counting)
+    return calls
+
+
+@pytest.mark.parametrize("layers", [3, 6])
+@pytest.mark.parametrize("granularity", ["unstructured", "channel", "2:4", "block:2x2"])
+def test_sparsity_scope_and_scores_are_checked_once_per_call(monkeypatch, layers, granularity):
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Linear(8, 8) for _ in range(layers)])
+    sparsity = None if granularity == "2:4" else 0.5
+    counts = {n: _count_calls(monkeypatch, n) for n in ("check_sparsity", "check_scope", "check_scores")}
+    pk.prune(model, sparsity, granularity=granularity)
+    assert {n: len(c) for n, c in counts.items()} == {
+        "check_sparsity": 0 if sparsity is None else 1, "check_scope": 1, "check_scores": 1}
+
+
+def test_make_masks_checks_once_too(monkeypatch):
+    scores = {f"{i}.weight": torch.rand(4, 4) for i in range(5)}
+    counts = {n: _count_calls(monkeypatch, n) for n in ("check_sparsity", "check_scope", "check_scores")}
+    pk.make_masks(scores, 0.5, "channel", "global")
+    assert [len(c) for c in counts.values()] == [1, 1, 1]
+
+
+def test_the_request_is_frozen_and_complete():
+    from dataclasses import FrozenInstanceError
+
+    from prunekit._validate import mask_request
+    req = mask_request(pk.granularity.parse("Block:2x2"), 0.25, " Layer", None, {"a": (4, 4), "b": (2, 6)})
+    assert (req.granularity.name, dict(req.sparsity), req.scope, req.reduction) == (
+        "block:2x2", {"a": 0.25, "b": 0.25}, "layer", "l2")
+    with pytest.raises(FrozenInstanceError):
+        req.scope = "global"
+    assert dict(mask_request(pk.granularity.parse("1:4"), None, "global", "l1", {"a": (4, 4)}).sparsity) == {
+        "a": 0.75}
+
+
+# ------------------------------------------------ 8. the coupled switch (issue 10, P13)
+
+def test_coupled_default_is_auto_and_explicit_values_agree():
+    x = torch.randn(1, 3, 16, 16)
+    auto = pk.prune(resnet(), 0.5, granularity="channel", example_inputs=x)
+    forced = pk.prune(resnet(), 0.5, granularity="channel", example_inputs=x, coupled=True)
+    groups = pk.prune_groups(resnet(), 0.5, x, scope="global")
+    assert auto.keys() == forced.keys() == groups.keys()
+    assert all(torch.equal(auto[n], forced[n]) and torch.equal(auto[n], groups[n]) for n in auto)
+    per_layer = pk.prune(resnet(), 0.5, granularity="channel", example_inputs=x, coupled=False)
+    plain = pk.prune(resnet(), 0.5, granularity="channel")
+    assert per_layer.keys() == plain.keys() and all(torch.equal(per_layer[n], plain[n]) for n in plain)
+    assert any(not torch.equal(auto[n], plain[n]) for n in auto)  # the switch changes the result
+
+
+@pytest.mark.parametrize("kwargs, exc, words", [
+    ({"granularity": "channel", "coupled": True}, ValueError, ["coupled=True", "example_inputs"]),
+    ({"granularity": "unstructured", "coupled": True, "example_inputs": torch.randn(1, 3, 16, 16)}, ValueError,
+     ["coupled=True", "granularity='channel'"]),
+    ({"granularity": "channel", "coupled": "yes"}, TypeError, ["coupled"]),
+])
+def test_bad_coupled_is_a_clear_error(ran, kwargs, exc, words):
+    model = resnet()
+    snap = snapshot(model)
+    with pytest.raises(exc) as info:
+        pk.prune(model, 0.5, "spy_ran", **kwargs)
+    assert all(w in str(info.value) for w in words)
+    assert ran == []
+    assert_untouched(model, snap)
+
+
+def _api_defaults() -> dict[str, dict[str, str]]:
+    """The defaults table of book/api.md: {function: {argument: cell}}."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "book" / "api.md").read_text(encoding="utf-8")
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    header = next(line for line in text.splitlines() if line.startswith("| argument |"))
+    funcs = [c.strip().strip("`") for c in header.strip("|").split("|")[1:]]
+    out: dict[str, dict[str, str]] = {f: {} for f in funcs}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        for arg in (a.strip().strip("`") for a in cells[0].split("/")):
+            for f, cell in zip(funcs, cells[1:]):
+                out[f][arg] = cell
+    return out
+
+
+def test_signature_defaults_equal_the_table_in_the_api_docs():
+    import inspect
+    table = _api_defaults()
+    assert set(table) == {"make_masks", "prune", "prune_groups"}
+    for fname, args in table.items():
+        params = inspect.signature(getattr(pk, fname)).parameters
+        for arg, cell in args.items():
+            if cell.startswith("–"):
+                assert arg not in params, (fname, arg)
+            elif cell.startswith("(required)"):
+                assert params[arg].default is inspect.Parameter.empty, (fname, arg)
+            else:
+                assert repr(params[arg].default) == cell.strip("`").replace('"', "'"), (fname, arg, cell)
+        documented = set(args)
+        assert {p for p in params if params[p].kind is not inspect.Parameter.VAR_KEYWORD} - {"scores"} <= documented, fname
+
+
+# ------------------------------------------- 9. parameter-shaped masks (issue 10, P14)
+
+def test_make_masks_returns_parameter_shaped_masks_with_model():
+    model = resnet()
+    scores = {n: p.detach().reshape(p.shape[0], -1).norm(dim=1) for n, p in model.named_parameters()
+              if n.endswith("conv1.weight")}
+    masks = pk.make_masks(scores, 0.5, "channel", model=model)
+    params = dict(model.named_parameters())
+    assert all(masks[n].shape == params[n].shape for n in scores)
+    pk.apply_masks(model, masks)  # parameter-shaped: apply_masks takes them
+    with pytest.raises(ValueError, match="is 1-D"):
+        pk.make_masks(scores, 0.5, "channel")

@@ -37,74 +37,25 @@ spares each tensor's best unit, also in global scope:
 would lose all its channels keeps its best one while the next-lowest channel of
 another layer goes instead.
 
-Kernel patterns
----------------
-:func:`pattern_kernel_count` gives the number of whole kernels that connectivity
-pruning removes so that a layer's sparsity is as close as possible to the target.
+Validation
+----------
+:func:`allocate` is the public entry point and checks its arguments (with the checks of
+:mod:`prunekit._validate`); :func:`allocate_units` is what :func:`prunekit.make_masks`
+calls with the arguments of a validated :class:`~prunekit._validate.MaskRequest`, and
+checks nothing again.
 """
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
-from numbers import Real
 from typing import Mapping
 
 import torch
 
-SCOPES = ("global", "layer")
+from .._validate import SCOPES, check_scope, check_scores, check_sparsity, resolve_sparsity
+from ..granularity.pattern import pattern_kernel_count  # noqa: F401  (its home before 0.2)
 
-
-def _short(value: object, limit: int = 40) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a 400-digit int stays readable)."""
-    r = repr(value)
-    return r if len(r) <= limit else r[:limit - 3] + "..."
-
-
-def check_sparsity(sparsity: object, arg: str = "sparsity") -> float:
-    """A fraction of weights to remove, in [0, 1): ``TypeError`` for a non-number (bools,
-    strings, complex numbers, tensors), ``ValueError`` for NaN, infinities and any value
-    outside [0, 1) (also one too large for a float)."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, Real):
-        raise TypeError(f"{arg} must be a number in [0, 1) (the fraction of weights removed), "
-                        f"got {_short(sparsity)} of type {type(sparsity).__name__}")
-    try:
-        s = float(sparsity)
-    except (OverflowError, ValueError):
-        s = math.nan
-    if not 0.0 <= s < 1.0:  # also NaN
-        raise ValueError(f"{arg} must be in [0, 1) (the fraction of weights removed), got {_short(sparsity)}")
-    return s
-
-
-def check_scope(scope: object) -> str:
-    """``"global"`` or ``"layer"``, case-insensitive like criterion and granularity names."""
-    if not isinstance(scope, str):
-        raise TypeError(f"scope must be one of {list(SCOPES)} (a string), got {type(scope).__name__}")
-    key = scope.strip().lower()
-    if key not in SCOPES:
-        raise ValueError(f"scope must be one of {list(SCOPES)} (case-insensitive), got {scope!r}")
-    return key
-
-
-def check_scores(scores: object) -> dict[str, torch.Tensor]:
-    if not isinstance(scores, Mapping):
-        raise TypeError(f"scores must be a dict {{param_name: tensor}}, got {type(scores).__name__}")
-    if not scores:
-        raise ValueError("scores is empty: nothing to prune")
-    for name, s in scores.items():
-        if not isinstance(s, torch.Tensor):
-            raise TypeError(f"scores[{name!r}] must be a torch.Tensor, got {type(s).__name__}")
-        if s.is_complex() or s.dtype == torch.bool:
-            raise TypeError(f"scores[{name!r}] must be a real-valued tensor, got dtype {s.dtype}")
-        if s.numel() == 0:
-            raise ValueError(f"scores[{name!r}] is empty")
-        if s.is_meta:
-            raise ValueError(f"scores[{name!r}] is on the meta device and has no values (was the model built "
-                             f"on the meta device? load its weights first)")
-        if s.is_floating_point() and torch.isnan(s).any():
-            raise ValueError(f"scores[{name!r}] contains NaN")
-    return dict(scores)
+__all__ = ["allocate", "allocate_units", "prune_lowest", "SCOPES", "check_scope", "check_scores", "check_sparsity",
+           "resolve_sparsity"]
 
 
 def prune_lowest(flat: torch.Tensor, k: int) -> torch.Tensor:
@@ -133,27 +84,6 @@ def _flat(s: torch.Tensor) -> torch.Tensor:
     return s if s.is_floating_point() else s.double()
 
 
-def resolve_sparsity(names: list[str], sparsity: object, scope: str) -> dict[str, float]:
-    """One validated fraction per name: the same number for all, or a ``{name: fraction}`` dict.
-
-    A dict needs ``scope="layer"`` and must name exactly ``names``.
-    """
-    if isinstance(sparsity, Mapping):
-        if scope != "layer":
-            raise ValueError("a per-layer sparsity dict needs scope='layer'")
-        bad = [k for k in sparsity if not isinstance(k, str)]
-        if bad:
-            raise TypeError(f"sparsity dict keys must be parameter names (strings), got {_short(bad[0])}")
-        missing = set(names) - set(sparsity)
-        extra = set(sparsity) - set(names)
-        if missing or extra:
-            raise ValueError(f"sparsity dict must name exactly the scored parameters; "
-                             f"missing {sorted(missing)}, unknown {sorted(extra)}")
-        return {n: check_sparsity(sparsity[n], f"sparsity[{n!r}]") for n in names}
-    s = check_sparsity(sparsity)
-    return {n: s for n in names}
-
-
 def _protect_best(flat: torch.Tensor, min_keep: int) -> torch.Tensor:
     """Bool mask of the ``min_keep`` entries a stable ascending sort puts last."""
     protected = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
@@ -175,8 +105,13 @@ def allocate(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, 
     """
     scores = check_scores(scores)
     scope = check_scope(scope)
-    per = resolve_sparsity(list(scores), sparsity, scope)
+    return allocate_units(scores, resolve_sparsity(list(scores), sparsity, scope), scope, min_keep)
 
+
+def allocate_units(scores: Mapping[str, torch.Tensor], per: Mapping[str, float], scope: str,
+                   min_keep: int = 0) -> dict[str, torch.Tensor]:
+    """:func:`allocate` on validated arguments: ``per`` holds one fraction per name of
+    ``scores`` (in global scope the first one is used), ``scope`` is canonical."""
     if scope == "layer":
         out = {}
         for n, t in scores.items():
@@ -202,20 +137,3 @@ def allocate(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, 
         out[n] = keep[start:start + t.numel()].view(t.shape)
         start += t.numel()
     return out
-
-
-def pattern_kernel_count(n_kernels: int, sparsity: float, area: int = 9, kept: int = 4) -> int:
-    """Kernels to remove whole so that a pattern-pruned layer's sparsity is closest to ``sparsity``.
-
-    Pattern pruning keeps ``kept`` of every ``area`` weights; removing ``k`` of ``K``
-    kernels gives sparsity ``(K*(area-kept) + k*kept) / (K*area)``, linear in ``k``, so
-    the closest count is ``round(K * (area*s - (area-kept)) / kept)`` clipped to
-    ``[0, K]``. It is computed exactly (with :class:`fractions.Fraction`), and an exact tie
-    between two counts goes to the even one (Python's ``round``), so the count never
-    depends on floating-point rounding.
-
-    >>> pattern_kernel_count(8, 5 / 9), pattern_kernel_count(8, 0.8), pattern_kernel_count(8, 0.75)
-    (0, 4, 4)
-    """
-    k = round(n_kernels * (area * Fraction(sparsity) - (area - kept)) / kept)
-    return max(0, min(n_kernels, k))

@@ -48,17 +48,18 @@ group (concatenations).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from .._validate import check_materialised
-from ..allocation import allocate, check_scope, check_sparsity
+from .._validate import check_materialised, check_scores, check_sparsity, mask_request
+from ..allocation import allocate_units
 from ..criteria import get as get_criterion
 from ..criteria import score
-from ..granularity import channel_mask, channel_scores, check_reduction, parse_granularity
+from ..granularity import channel_mask, channel_scores, parse
 from ..core.masks import apply_masks
+from ..pipeline import register_coupled
 from .surgery import plan_channels
 from ..core.targets import find_targets
 
@@ -71,7 +72,8 @@ def group_scores(model: nn.Module, scores: dict[str, torch.Tensor], example_inpu
     ``plan_channels(model, example_inputs).groups``). Groups that a channel shuffle ties
     to others are left out (:func:`prune_groups` scores them by tie class).
     """
-    out, members, _, _ = _units(model, scores, example_inputs, reduction=reduction, normalise=normalise)
+    out, members, _, _ = _units(model, scores, example_inputs, reduction=parse("channel").reduction(reduction),
+                                normalise=normalise)
     return ({k: v for k, v in out.items() if k.startswith("group")},
             {k: v for k, v in members.items() if k.startswith("group")})
 
@@ -108,12 +110,12 @@ class _Linked:
 
 
 def _units(model: nn.Module, scores: dict[str, torch.Tensor], example_inputs, *,
-           reduction: str | None, normalise: bool, plan=None) -> tuple[dict, dict, dict, tuple]:
+           reduction: str, normalise: bool, plan=None) -> tuple[dict, dict, dict, tuple]:
     """The units :func:`prune_groups` allocates over: ``"group<i>"`` (a group's channel
     scores) and, for groups a channel shuffle ties together, ``"linked<i>+<j>..."`` (the
     scores of its removable tie classes, the mean over their channels). ``plan`` is
-    ``plan_channels(model, example_inputs)`` when the caller already has it."""
-    reduction = check_reduction(reduction, parse_granularity("channel"))
+    ``plan_channels(model, example_inputs)`` when the caller already has it; ``reduction``
+    is resolved (not ``None``)."""
     if plan is None:
         plan = plan_channels(model, example_inputs)
     chan, names_of, parts = {}, {}, {}
@@ -222,6 +224,7 @@ def _balance_chunks(group_keep: dict, chan: dict, linked: _Linked) -> None:
                     changed = True
 
 
+@register_coupled
 def prune_groups(
     model: nn.Module,
     sparsity: float,
@@ -254,21 +257,22 @@ def prune_groups(
     (4, 8)
     """
     check_materialised(model)
-    sparsity = check_sparsity(sparsity)
-    scope = check_scope(scope)
+    if isinstance(sparsity, Mapping):
+        check_sparsity(sparsity)  # coupled layers share one sparsity: a TypeError naming the argument
     get_criterion(criterion)
-    reduction = check_reduction(reduction, parse_granularity("channel"))
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
-        raise ValueError(f"round_to must be None or a positive int, got {round_to!r}")
+        raise ValueError(f"round_to must be None or a positive int, got {round_to!r}")  # tests pin ValueError
     targets = {t.name: t for t in find_targets(model, include=include, exclude=exclude)}
+    req = mask_request(parse("channel"), sparsity, scope, reduction, {n: t.shape for n, t in targets.items()})
     plan = plan_channels(model, example_inputs)  # traced before the criterion runs: a bad input fails first
-    scores = score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs)
+    scores = check_scores(score(model, criterion, data, include=include, exclude=exclude, **criterion_kwargs))
     units, members, parts, (chan, names_of, decode, linked) = _units(
-        model, scores, example_inputs, reduction=reduction, normalise=scope == "global", plan=plan)
+        model, scores, example_inputs, reduction=req.reduction, normalise=req.normalise, plan=plan)
     if not units:
         raise ValueError("no channel group of the model can be pruned as a unit "
                          "(check include/exclude: every producer of a group must be prunable)")
-    keep = allocate(units, sparsity, scope, min_keep=1)
+    s = req.sparsity[next(iter(req.sparsity))]
+    keep = allocate_units(units, {k: s for k in units}, req.scope, min_keep=1)
     group_keep: dict[int, torch.Tensor] = {}
     for key in keep:
         if key in decode:  # tie classes: a class removed leaves all its channels

@@ -9,7 +9,7 @@ It is the transformer's structured granularity in the survey's taxonomy (Cheng e
 
 Where the heads are
 -------------------
-* :class:`prunekit.models.MultiHeadSelfAttention` (and :class:`PrunedMultiheadAttention`):
+* :class:`prunekit.blocks.MultiHeadSelfAttention` (and :class:`PrunedMultiheadAttention`):
   head ``h`` owns rows ``h*hd:(h+1)*hd`` of ``q``, ``k``, ``v`` (weight and bias) and
   the same columns of ``proj.weight`` (``hd = head_dim``).
 * :class:`torch.nn.MultiheadAttention` (torchvision's ViT uses it): the same rows of the
@@ -18,7 +18,9 @@ Where the heads are
   when ``kdim``/``vdim`` differ, the same columns of ``out_proj.weight``, and the same
   entries of ``bias_k``/``bias_v`` when present. ``out_proj.bias`` belongs to no head.
 
-:func:`find_heads` lists them as :class:`AttentionHeads` records.
+:func:`find_heads` lists them as :class:`AttentionHeads` records. Finding the heads is the
+granularity's job (:mod:`prunekit.granularity.heads`, re-exported here): other attention
+modules take part once registered with :func:`prunekit.granularity.heads.register`.
 
 Scores, counts, masks
 ---------------------
@@ -57,7 +59,7 @@ module with the same call signature and fewer heads.
 >>> from prunekit.models import TinyViT
 >>> _ = torch.manual_seed(0)
 >>> vit = TinyViT(depth=2, num_heads=4)
->>> masks = pk.make_masks(pk.score(vit, "magnitude"), 0.5, "head", "layer", shapes=vit)
+>>> masks = pk.make_masks(pk.score(vit, "magnitude"), 0.5, "head", "layer", model=vit)
 >>> [n for n in masks][:3]
 ['blocks.0.attn.q.weight', 'blocks.0.attn.q.bias', 'blocks.0.attn.k.weight']
 >>> _ = pk.apply_masks(vit, masks)
@@ -97,7 +99,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -105,182 +106,31 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .. import granularity as gran
-from ..allocation import allocate, check_scope, check_scores, check_sparsity
-from ..criteria._common import iter_batches, model_device
+from .._validate import check_model, check_scope, check_scores
+from ..allocation import allocate_units
 from ..blocks import MultiHeadSelfAttention
 from ..core.targets import all_parameters, effective
+from ..criteria._common import iter_batches, model_device
+from ..granularity.heads import AttentionHeads, HeadSlice, find_heads, head_mask, head_scores, heads_sparsity
+from ..pipeline import make_masks
 
 __all__ = ["HeadSlice", "AttentionHeads", "find_heads", "head_scores", "head_masks", "removed_heads",
            "compact_heads", "PrunedMultiheadAttention", "head_importance", "head_masks_from_importance"]
 
-
-@dataclass(frozen=True)
-class HeadSlice:
-    """Where the heads sit in one parameter: head ``h`` owns the entries
-    ``off + h*head_dim : off + (h+1)*head_dim`` along ``dim``, for every ``off`` in
-    ``offsets`` (``in_proj_weight`` has three sections: query, key, value)."""
-
-    param: str
-    dim: int
-    offsets: tuple[int, ...] = (0,)
-
-
-@dataclass(frozen=True)
-class AttentionHeads:
-    """One attention module: its name, the module, ``num_heads``, ``head_dim`` and where
-    each head's parameters are (:class:`HeadSlice`)."""
-
-    name: str
-    module: nn.Module
-    num_heads: int
-    head_dim: int
-    slices: tuple[HeadSlice, ...]
-
-    @property
-    def params(self) -> list[str]:
-        return [s.param for s in self.slices]
-
-    def head_params(self) -> int:
-        """Number of parameters one head owns."""
-        shapes = {n: t.shape for n, t in all_parameters(self.module).items()}
-        prefix = self.name + "." if self.name else ""
-        total = 0
-        for s in self.slices:
-            shape = shapes[s.param[len(prefix):]]
-            total += len(s.offsets) * self.head_dim * math.prod(shape) // shape[s.dim]
-        return total
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _heads_of(name: str, m: nn.Module) -> AttentionHeads | None:
-    params = all_parameters(m)
-    if isinstance(m, MultiHeadSelfAttention):
-        sl = [HeadSlice(_join(name, f"{p}.{a}"), 0) for p in ("q", "k", "v") for a in ("weight", "bias")
-              if f"{p}.{a}" in params]
-        sl.append(HeadSlice(_join(name, "proj.weight"), 1))
-        return AttentionHeads(name, m, m.num_heads, m.head_dim, tuple(sl))
-    if isinstance(m, nn.MultiheadAttention):
-        e, hd = m.embed_dim, m.embed_dim // m.num_heads
-        sl = []
-        if "in_proj_weight" in params:
-            sl.append(HeadSlice(_join(name, "in_proj_weight"), 0, (0, e, 2 * e)))
-        else:
-            sl += [HeadSlice(_join(name, f"{p}_proj_weight"), 0) for p in ("q", "k", "v")]
-        if "in_proj_bias" in params:
-            sl.append(HeadSlice(_join(name, "in_proj_bias"), 0, (0, e, 2 * e)))
-        sl += [HeadSlice(_join(name, b), 2) for b in ("bias_k", "bias_v") if b in params]
-        sl.append(HeadSlice(_join(name, "out_proj.weight"), 1))
-        return AttentionHeads(name, m, m.num_heads, hd, tuple(sl))
-    return None
-
-
-def find_heads(model: nn.Module) -> list[AttentionHeads]:
-    """Every attention module of ``model`` with heads, in ``named_modules`` order.
-
-    >>> from prunekit.models import TinyViT
-    >>> [(a.name, a.num_heads, a.head_dim) for a in find_heads(TinyViT(depth=2, num_heads=4))]
-    [('blocks.0.attn', 4, 8), ('blocks.1.attn', 4, 8)]
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    out = []
-    for name, m in model.named_modules():
-        a = _heads_of(name, m)
-        if a is not None:
-            out.append(a)
-    return out
-
-
-def _per_head(x: torch.Tensor, s: HeadSlice, num_heads: int, head_dim: int) -> torch.Tensor:
-    """``x`` (a parameter-shaped tensor) as ``[num_heads, entries per head]``."""
-    x = x.movedim(s.dim, 0)
-    parts = [x[o:o + num_heads * head_dim].reshape(num_heads, -1) for o in s.offsets]
-    return torch.cat(parts, dim=1)
-
-
-def head_scores(heads: AttentionHeads, scores: Mapping[str, torch.Tensor], reduction: str = "l2",
-                normalise: bool = False) -> torch.Tensor | None:
-    """One score per head ``[num_heads]`` from the weight-level scores of its slices
-    present in ``scores`` (``None`` when none is); see the module docstring."""
-    pieces = [gran._float(_per_head(scores[s.param], s, heads.num_heads, heads.head_dim))
-              for s in heads.slices if s.param in scores]
-    if not pieces:
-        return None
-    dtype = pieces[0].dtype
-    for p in pieces[1:]:
-        dtype = torch.promote_types(dtype, p.dtype)
-    return gran.reduce_units(torch.cat([p.to(dtype) for p in pieces], dim=1), (1,), reduction, normalise)
-
-
-def _head_mask(heads: AttentionHeads, s: HeadSlice, shape: torch.Size, keep: torch.Tensor) -> torch.Tensor:
-    along = torch.ones(shape[s.dim], dtype=torch.bool)
-    per_entry = keep.to(torch.bool).cpu().repeat_interleave(heads.head_dim)
-    for o in s.offsets:
-        along[o:o + heads.num_heads * heads.head_dim] = per_entry
-    view = [1] * len(shape)
-    view[s.dim] = shape[s.dim]
-    return along.view(view).expand(shape).clone()
-
-
-def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise ValueError("granularity 'head' finds the attention heads in the model: pass the model as shapes= "
-                         f"(make_masks(scores, sparsity, 'head', shapes=model)), got shapes of type "
-                         f"{type(model).__name__}")
-    return model
-
-
-def _head_sparsity(sparsity: object, scope: str, names: list[str]) -> object:
-    if isinstance(sparsity, Mapping):
-        if scope != "layer":
-            raise ValueError("a per-module sparsity dict needs scope='layer'")
-        missing, extra = set(names) - set(sparsity), set(sparsity) - set(names)
-        if missing or extra:
-            raise ValueError(f"with granularity 'head', a sparsity dict names attention modules; it must name "
-                             f"exactly {names}: missing {sorted(missing)}, unknown {sorted(extra)}")
-        return {n: check_sparsity(sparsity[n], f"sparsity[{n!r}]") for n in names}
-    return check_sparsity(sparsity)
+_head_mask = head_mask  # its name before 0.2
 
 
 def head_masks(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str, float], model: nn.Module,
                scope: str = "global", reduction: str | None = None) -> dict[str, torch.Tensor]:
-    """Masks that remove ``sparsity`` of the attention heads of ``model`` (True = kept).
-
-    ``make_masks(scores, sparsity, "head", scope, shapes=model)`` calls this; see the
-    module docstring for the rules. Raises ``ValueError`` when ``model`` has no attention
-    heads or no scored head parameter.
-    """
-    model = _check_model(model)
-    scores = check_scores(scores)
-    scope = check_scope(scope)
-    reduction = gran.check_reduction(reduction, gran.Spec("head"))
-    found = find_heads(model)
-    if not found:
-        raise ValueError("granularity 'head': the model has no attention heads (prunekit.models."
-                         "MultiHeadSelfAttention or torch.nn.MultiheadAttention); use granularity='channel' or "
-                         "'unstructured' for this model")
-    taking_part = [a for a in found if any(p in scores for p in a.params)]
-    if not taking_part:
-        raise ValueError(f"granularity 'head': none of the scored parameters belongs to an attention head; head "
-                         f"parameters are e.g. {found[0].params} (check include=/exclude=)")
-    shapes = {n: t.shape for n, t in all_parameters(model).items()}
-    for a in taking_part:
-        for p in a.params:
-            if p in scores and tuple(scores[p].shape) != tuple(shapes[p]):
-                raise ValueError(f"scores[{p!r}] has shape {list(scores[p].shape)}, but granularity 'head' needs "
-                                 f"a score per weight (shape {list(shapes[p])})")
-    per = _head_sparsity(sparsity, scope, [a.name for a in taking_part])
-    units = {a.name: head_scores(a, scores, reduction, normalise=scope == "global") for a in taking_part}
-    keep = allocate(units, per, scope, min_keep=1)
-    masks = {}
-    for a in taking_part:
-        for s in a.slices:
-            masks[s.param] = _head_mask(a, s, shapes[s.param], keep[a.name]).to(next(iter(scores.values())).device)
-    return masks
+    """Masks that remove ``sparsity`` of the attention heads of ``model`` (True = kept):
+    ``make_masks(scores, sparsity, "head", scope, reduction=reduction, model=model)``; see
+    the module docstring for the rules. ``ValueError`` when ``model`` has no attention
+    heads or no scored head parameter."""
+    if not isinstance(model, nn.Module):
+        raise ValueError("granularity 'head' finds the attention heads in the model: pass the model as model= "
+                         f"(make_masks(scores, sparsity, 'head', model=model); formerly shapes=model), got "
+                         f"{type(model).__name__}")
+    return make_masks(scores, sparsity, "head", scope, reduction=reduction, model=model)
 
 
 # --- removing heads physically ------------------------------------------------------------
@@ -470,8 +320,7 @@ def compact_heads(model: nn.Module) -> nn.Module:
     result gives the same outputs as the masked model; the parameter count drops by
     ``AttentionHeads.head_params()`` per removed head.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     work = _copy_folded(model)
     gone = removed_heads(work)
     modules = dict(work.named_modules())
@@ -560,8 +409,7 @@ def head_importance(model: nn.Module, data, *, loss_fn=None, normalize: bool = T
 
     Prune with them by :func:`head_masks_from_importance` and :func:`prunekit.apply_masks`.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     if not isinstance(normalize, bool):
         raise TypeError(f"normalize must be True or False, got {normalize!r}")
     if loss_fn is None:
@@ -647,8 +495,7 @@ def head_masks_from_importance(importance: Mapping[str, torch.Tensor], sparsity:
     >>> masks["blocks.0.attn.proj.weight"].reshape(-1, 4, 8)[0].all(-1).tolist()
     [True, False, True, False]
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     if not isinstance(importance, Mapping):
         raise TypeError("importance must be a dict {attention module name: tensor [num_heads]}, got "
                         f"{type(importance).__name__}")
@@ -666,13 +513,13 @@ def head_masks_from_importance(importance: Mapping[str, torch.Tensor], sparsity:
             raise ValueError(f"importance[{n!r}] has shape {list(t.shape)}, but {n!r} has {found[n].num_heads} "
                              f"heads (shape [{found[n].num_heads}])")
     taking_part = [a for name, a in found.items() if name in importance]
-    per = _head_sparsity(sparsity, scope, [a.name for a in taking_part])
+    per = heads_sparsity(sparsity, scope, [a.name for a in taking_part])
     units = {a.name: importance[a.name].detach().reshape(-1) for a in taking_part}
-    keep = allocate(units, per, scope, min_keep=1)
+    keep = allocate_units(units, per, scope, min_keep=1)
     shapes = {n: (t.shape, t.parameter.device) for n, t in all_parameters(model).items()}
     masks = {}
     for a in taking_part:
         for s in a.slices:
             shape, device = shapes[s.param]
-            masks[s.param] = _head_mask(a, s, shape, keep[a.name]).to(device)
+            masks[s.param] = head_mask(a, s, shape, keep[a.name]).to(device)
     return masks

@@ -11,8 +11,9 @@ based on Feature Representations*). ``granularity="layer"`` in
 
 Skippable blocks (units)
 ------------------------
-:func:`find_blocks` lists every residual branch with an identity shortcut (same shape
-in and out) that it recognises:
+:func:`find_blocks` (:mod:`prunekit.granularity.layers`, re-exported here) lists every
+residual branch with an identity shortcut (same shape in and out) of a module type it knows
+(other types take part once registered with :func:`prunekit.granularity.layers.register`):
 
 * ``kind="post_relu"`` -- :class:`prunekit.models.BasicBlock` and torchvision's ResNet
   ``BasicBlock``/``Bottleneck`` *without* ``downsample``: ``relu(f(x) + x)``. The unit is
@@ -64,7 +65,7 @@ copy gives the same outputs as the masked model and its MACs
 >>> net = ResNet(widths=(8, 8, 16), blocks_per_stage=2).eval()
 >>> [b.name for b in find_blocks(net)]
 ['layer1.0', 'layer1.1', 'layer2.1', 'layer3.1']
->>> masks = pk.make_masks(pk.score(net, "magnitude"), 0.5, "layer", shapes=net)
+>>> masks = pk.make_masks(pk.score(net, "magnitude"), 0.5, "layer", model=net)
 >>> _ = pk.apply_masks(net, masks)
 >>> removed_blocks(net)
 ['layer1.1', 'layer3.1']
@@ -80,53 +81,21 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 from torch import nn
 
-from .. import granularity as gran
-from ..allocation import allocate, check_scope, check_scores, check_sparsity
-from .heads import _copy_folded
-from ..blocks import BasicBlock, ViTBlock
+from .._validate import check_model
+from ..blocks import ViTBlock
 from ..core.targets import all_parameters
+from ..granularity import layers as _units
+from ..granularity.layers import Block, block_scores, find_blocks
+from ..pipeline import make_masks
+from .heads import _copy_folded
 
 __all__ = ["Block", "find_blocks", "block_scores", "layer_masks", "removed_blocks", "drop_layers",
            "SkippableEncoderBlock"]
-
-
-def _torchvision_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """torchvision's residual block classes (empty when torchvision is not installed)."""
-    try:
-        from torchvision.models.resnet import BasicBlock as TVBasic
-        from torchvision.models.resnet import Bottleneck as TVBottleneck
-        from torchvision.models.vision_transformer import EncoderBlock
-    except ImportError:  # pragma: no cover - torchvision is a dependency of the book, not of prunekit
-        return (), ()
-    return (TVBasic, TVBottleneck), (EncoderBlock,)
-
-
-@dataclass(frozen=True)
-class Block:
-    """One skippable residual branch: its unit ``name``, ``kind`` (``"post_relu"`` or
-    ``"pre_norm"``), the ``parent`` module name holding it, the names of the modules
-    that form it (relative to ``parent``; ``()`` = the parent itself) and its
-    parameters (full names)."""
-
-    name: str
-    kind: str
-    parent: str
-    members: tuple[str, ...]
-    params: tuple[str, ...]
-
-
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _params_under(model_params: Mapping, prefixes: list[str]) -> tuple[str, ...]:
-    return tuple(n for n in model_params if any(n == p or n.startswith(p + ".") for p in prefixes))
 
 
 class SkippableEncoderBlock(nn.Module):
@@ -157,96 +126,20 @@ class SkippableEncoderBlock(nn.Module):
         return x
 
 
-def find_blocks(model: nn.Module) -> list[Block]:
-    """The skippable residual branches of ``model`` in ``named_modules`` order.
-
-    >>> from prunekit.models import TinyViT
-    >>> [b.name for b in find_blocks(TinyViT(depth=2))]
-    ['blocks.0.attn', 'blocks.0.mlp', 'blocks.1.attn', 'blocks.1.mlp']
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    resnet_types, encoder_types = _torchvision_types()
-    params = all_parameters(model)
-    out: list[Block] = []
-    for name, m in model.named_modules():
-        if isinstance(m, (BasicBlock, *resnet_types)):
-            if getattr(m, "downsample", None) is None:
-                out.append(Block(name, "post_relu", name, (), _params_under(params, [name]) if name else tuple(params)))
-            continue
-        if isinstance(m, ViTBlock):
-            branches = (("attn", "norm1"), ("mlp", "norm2"))
-        elif isinstance(m, (*encoder_types, SkippableEncoderBlock)):
-            branches = (("self_attention", "ln_1"), ("mlp", "ln_2"))
-        else:
-            continue
-        for main, norm in branches:
-            if getattr(m, main, None) is None:
-                continue
-            members = (norm, main)
-            out.append(Block(_join(name, main), "pre_norm", name, members,
-                             _params_under(params, [_join(name, k) for k in members])))
-    return out
-
-
-def block_scores(blocks: list[Block], scores: Mapping[str, torch.Tensor], reduction: str = "l2") -> dict:
-    """``{block name: tensor([score])}`` for the blocks with at least one scored
-    parameter: the normalised reduction of their scored weights."""
-    out = {}
-    for b in blocks:
-        pieces = [gran._float(scores[p]).reshape(-1) for p in b.params if p in scores]
-        if not pieces:
-            continue
-        dtype = pieces[0].dtype
-        for p in pieces[1:]:
-            dtype = torch.promote_types(dtype, p.dtype)
-        flat = torch.cat([p.to(dtype) for p in pieces]).reshape(1, -1)
-        out[b.name] = gran.reduce_units(flat, (1,), reduction, normalise=True)
-    return out
+_units.register(SkippableEncoderBlock, _units.pre_norm(("self_attention", "ln_1"), ("mlp", "ln_2")))
 
 
 def layer_masks(scores: Mapping[str, torch.Tensor], sparsity: float, model: nn.Module, scope: str = "global",
                 reduction: str | None = None) -> dict[str, torch.Tensor]:
-    """Masks that remove ``sparsity`` of the skippable blocks of ``model`` (True = kept).
-
-    ``make_masks(scores, sparsity, "layer", shapes=model)`` calls this; see the module
-    docstring. Raises ``ValueError`` when the model has no skippable block or none is
-    scored, for ``scope="layer"`` and for a per-layer sparsity dict.
-    """
+    """Masks that remove ``sparsity`` of the skippable blocks of ``model`` (True = kept):
+    ``make_masks(scores, sparsity, "layer", scope, reduction=reduction, model=model)``; see
+    the module docstring. ``ValueError`` when the model has no skippable block or none is
+    scored, for ``scope="layer"`` and for a per-layer sparsity dict."""
     if not isinstance(model, nn.Module):
-        raise ValueError("granularity 'layer' finds the residual blocks in the model: pass the model as shapes= "
-                         f"(make_masks(scores, sparsity, 'layer', shapes=model)), got {type(model).__name__}")
-    scores = check_scores(scores)
-    spec = gran.Spec("layer")
-    gran.check_scope_for(spec, check_scope(scope))
-    reduction = gran.check_reduction(reduction, spec)
-    if isinstance(sparsity, Mapping):
-        raise ValueError("granularity 'layer' ranks blocks over the whole model: sparsity must be one number (the "
-                         "fraction of skippable blocks removed), not a dict")
-    s = check_sparsity(sparsity)
-    blocks = find_blocks(model)
-    if not blocks:
-        raise ValueError("granularity 'layer': the model has no skippable residual block (an identity-shortcut "
-                         "ResNet block, or a pre-norm transformer sublayer; see prunekit.structured.layers); use "
-                         "granularity='channel' or 'unstructured' for this model")
-    shapes = {n: t.shape for n, t in all_parameters(model).items()}
-    for n, sc in scores.items():
-        if n in shapes and tuple(sc.shape) != tuple(shapes[n]):
-            raise ValueError(f"scores[{n!r}] has shape {list(sc.shape)}, but granularity 'layer' needs a score "
-                             f"per weight (shape {list(shapes[n])})")
-    units = block_scores(blocks, scores, reduction)
-    if not units:
-        raise ValueError(f"granularity 'layer': none of the scored parameters belongs to a skippable block; "
-                         f"block parameters are e.g. {list(blocks[0].params)[:4]} (check include=/exclude=)")
-    keep = allocate(units, s, "global")
-    device = next(iter(scores.values())).device
-    masks = {}
-    for b in blocks:
-        if b.name in keep:
-            k = bool(keep[b.name][0])
-            for p in b.params:
-                masks[p] = torch.full(tuple(shapes[p]), k, dtype=torch.bool, device=device)
-    return masks
+        raise ValueError("granularity 'layer' finds the residual blocks in the model: pass the model as model= "
+                         f"(make_masks(scores, sparsity, 'layer', model=model); formerly shapes=model), got "
+                         f"{type(model).__name__}")
+    return make_masks(scores, sparsity, "layer", scope, reduction=reduction, model=model)
 
 
 def _all_zero(model_params: Mapping, names: tuple[str, ...]) -> bool:
@@ -267,8 +160,7 @@ def drop_layers(model: nn.Module) -> nn.Module:
     module docstring for what replaces each kind of block; the copy gives the same
     outputs as the masked model.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     work = _copy_folded(model)
     gone = set(removed_blocks(work))
     blocks = [b for b in find_blocks(work) if b.name in gone]

@@ -104,7 +104,7 @@ def block_reference(scores: dict, r: int, c: int, sparsity: float, scope: str) -
     ("Head", "head"), (" layer", "layer"),
 ])
 def test_granularity_names(name, canonical):
-    assert pk.granularity.check_granularity(name) == canonical
+    assert pk.granularity.parse(name).name == canonical
 
 
 @pytest.mark.parametrize("name, words", [
@@ -121,7 +121,6 @@ def test_bad_granularity_names(name, words):
 
 
 def test_every_granularity_is_implemented_and_listed():
-    assert pk.granularity.PLANNED == ()
     for name in ("unstructured", "channel", "head", "layer", "pattern"):
         assert any(g.startswith(name) for g in pk.granularity.GRANULARITIES)
         assert pk.granularity.parse_granularity(name).kind in pk.granularity.SCOPES_SUPPORTED
@@ -129,9 +128,9 @@ def test_every_granularity_is_implemented_and_listed():
 
 @pytest.mark.parametrize("granularity", ["head", "layer"])
 def test_model_unit_granularities_need_the_model(granularity):
-    with pytest.raises(ValueError, match=f"granularity '{granularity}'.*shapes=model"):
+    with pytest.raises(ValueError, match=f"granularity '{granularity}'.*model=model"):
         pk.make_masks({"w": torch.rand(8, 8)}, 0.5, granularity=granularity)
-    with pytest.raises(ValueError, match="shapes=model"):
+    with pytest.raises(ValueError, match="model=model"):
         pk.make_masks({"w": torch.rand(8, 8)}, 0.5, granularity=granularity, shapes={"w": (8, 8)})
 
 
@@ -142,10 +141,10 @@ def test_scopes_supported(granularity, scope, ok):
     model = pk.models.TinyViT(depth=1)
     scores = magnitude(model)
     if ok:
-        assert pk.make_masks(scores, 0.5, granularity, scope, shapes=model)
+        assert pk.make_masks(scores, 0.5, granularity, scope, model=model)
     else:
         with pytest.raises(ValueError, match="scope must be 'global', got scope='layer'"):
-            pk.make_masks(scores, 0.5, granularity, scope, shapes=model)
+            pk.make_masks(scores, 0.5, granularity, scope, model=model)
 
 
 def test_bad_reduction():
@@ -259,13 +258,18 @@ def test_channel_level_scores_are_used_as_they_are():
     assert masks["conv.weight"].shape == (4, 3, 3, 3) and masks["fc.weight"].shape == (5, 7)
     assert removed_channels(masks["conv.weight"]) == {1, 3}  # signed values, not their norm
     assert removed_channels(masks["fc.weight"]) == {3, 4}
-    # without shapes a mask has the score's shape: one entry per channel
-    bare = pk.make_masks(scores, 0.5, "channel", "layer")
-    assert bare["conv.weight"].tolist() == [True, False, True, False]
-    # a model can stand in for shapes
+    # without shapes a 1-D score is ambiguous (channel scores or a 1-D parameter): masks are
+    # always parameter-shaped, so this is an error naming the way out
+    with pytest.raises(ValueError, match=r"scores\['conv.weight'\] is 1-D.*shapes=.*model="):
+        pk.make_masks(scores, 0.5, "channel", "layer")
+    # a model gives the shapes
     model = tiny_cnn()
-    by_model = pk.make_masks({"0.weight": torch.arange(8.0)}, 0.5, "channel", shapes=model)
+    by_model = pk.make_masks({"0.weight": torch.arange(8.0)}, 0.5, "channel", model=model)
     assert by_model["0.weight"].shape == model[0].weight.shape
+    # shapes=model still works, with a DeprecationWarning
+    with pytest.warns(DeprecationWarning, match="model=model"):
+        old = pk.make_masks({"0.weight": torch.arange(8.0)}, 0.5, "channel", shapes=model)
+    assert torch.equal(old["0.weight"], by_model["0.weight"])
 
 
 @pytest.mark.parametrize("granularity", ["unstructured", "2:4", "block:1x4", "pattern"])
