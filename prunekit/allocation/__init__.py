@@ -54,8 +54,11 @@ import torch
 from .._validate import SCOPES, check_scope, check_scores, check_sparsity, resolve_sparsity
 from ..granularity.pattern import pattern_kernel_count  # noqa: F401  (its home before 0.2)
 
+from . import distributions
+from .distributions import erk, to_sparsity, uniform
+
 __all__ = ["allocate", "allocate_units", "prune_lowest", "SCOPES", "check_scope", "check_scores", "check_sparsity",
-           "resolve_sparsity"]
+           "resolve_sparsity", "distributions", "erk", "uniform", "to_sparsity"]
 
 
 def prune_lowest(flat: torch.Tensor, k: int) -> torch.Tensor:

@@ -29,6 +29,8 @@ from numbers import Integral, Real
 
 import torch
 
+from .._validate import check_number
+
 __all__ = ["erk", "uniform", "to_sparsity"]
 
 Shape = Sequence[int]
@@ -57,12 +59,8 @@ def _check_shapes(shapes: object, min_dims: int) -> dict[str, tuple[int, ...]]:
 
 
 def _check_density(density: object) -> float:
-    if isinstance(density, bool) or not isinstance(density, Real):
-        raise TypeError(f"density must be a number in (0, 1] (the fraction of weights kept), got {density!r}")
-    d = float(density)
-    if not 0.0 < d <= 1.0:  # also NaN
-        raise ValueError(f"density must be in (0, 1] (the fraction of weights kept), got {density!r}")
-    return d
+    return check_number("density", density, low=0.0, high=1.0, low_open=True,
+                        what="a number in (0, 1] (the fraction of weights kept)")
 
 
 def _check_dense(dense: object, names: Iterable[str]) -> set[str]:

@@ -10,7 +10,7 @@ It prunes fast at first, while many redundant weights remain, and slowly near th
 
 from __future__ import annotations
 
-from ._checks import check_fraction, check_int
+from .._validate import check_fraction, check_int
 
 
 def agp(step: int, *, final_sparsity: float, begin_step: int, end_step: int,

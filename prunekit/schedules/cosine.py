@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ._checks import check_fraction, check_int
+from .._validate import check_fraction, check_int
 
 
 def cosine_decay(step: int, *, initial: float, end_step: int) -> float:
@@ -25,7 +25,7 @@ def cosine_decay(step: int, *, initial: float, end_step: int) -> float:
     (0.3, 0.15)
     """
     step = check_int("step", step, minimum=0)
-    a = check_fraction("initial", initial, closed=True)
+    a = check_fraction("initial", initial, include_one=True)
     t_end = check_int("end_step", end_step, minimum=1)
     if step == 0:
         return a

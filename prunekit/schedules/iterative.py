@@ -7,7 +7,7 @@ p% of the remaining weights per round).
 
 from __future__ import annotations
 
-from ._checks import check_fraction, check_int
+from .._validate import check_fraction, check_int
 
 
 def iterative(final_sparsity: float, rounds: int) -> list[float]:
