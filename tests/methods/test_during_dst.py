@@ -85,7 +85,7 @@ def test_set_keeps_counts_and_is_seeded():
         train(model, _batches(), epochs=2, lr=1e-2, progress=False, callback=dst)
         return dst, pk.get_masks(model)
 
-    (d1, m1), (d2, m2), (_, m3) = run(0), run(0), run(1)
+    (d1, m1), (_, m2), (_, m3) = run(0), run(0), run(1)
     assert all(torch.equal(m1[n], m2[n]) for n in m1)
     assert any(not torch.equal(m1[n], m3[n]) for n in m1)
     start = {n: int(m.sum()) for n, m in pk.get_masks(_prune_only(0.25)).items()}
