@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..core.targets import Target
-from . import register
+from .registry import register
 from ._common import channel_activations, check_batches
 
 

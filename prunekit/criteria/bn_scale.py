@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..core.targets import Target, effective
-from . import register
+from .registry import register
 from ._common import check_choice, following_batchnorm, module_names
 
 

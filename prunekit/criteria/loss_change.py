@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..core.targets import Target
-from . import register
+from .registry import register
 from ._common import batch_size, check_batches, check_loss_fn, forward_loss, iter_batches, model_device, out_channels
 
 

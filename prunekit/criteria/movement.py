@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..core.targets import Target, find_targets
-from . import register
+from .registry import register
 from ._common import check_batches, check_loss_fn, summed_over_batches, weight_leaves
 
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..core.targets import Target
-from . import register
+from .registry import register
 from ._common import check_choice, check_positive_int, per_channel
 
 

@@ -99,7 +99,7 @@ from torch import nn
 from .._validate import check_model
 from ..allocation import check_sparsity
 from ..core.targets import Target, effective, find_targets
-from . import register
+from .registry import register
 from ._common import check_batches, check_choice, check_optional_count, forward_with_hooks, preserved
 
 __all__ = ["thinet", "lasso_channel", "obs", "contribution_gram", "thinet_order", "thinet_scaling", "lasso_order",

@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from ..core.targets import Target
-from . import register
+from .registry import register
 from ._common import (
     batch_size, check_batches, check_choice, check_loss_fn, check_positive_int, forward_loss, grads,
     iter_batches, model_device, per_channel, sample, summed_over_batches, weight_leaves,

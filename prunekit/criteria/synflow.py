@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..core.targets import PRUNABLE_TYPES, Target, all_parameters
-from . import register
+from .registry import register
 from ._common import check_positive_int, grads, weight_leaves
 
 
