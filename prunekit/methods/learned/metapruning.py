@@ -321,6 +321,11 @@ def train_pruningnet(net: PruningNet, data: tuple[torch.Tensor, torch.Tensor], s
 
     Returns the loss of every step. Seeded: the configurations and mini-batches come from a
     generator seeded with ``seed``.
+
+    This is not :func:`prunekit.train.train`'s loop, on purpose: a PruningNet is a supernet
+    whose forward pass takes a width configuration drawn anew every step (``net(x, kept)``,
+    not ``model(x)``), and its mini-batches are drawn with replacement from tensors by the same
+    generator, interleaved with the configurations.
     """
     steps = check_positive_int("steps", steps)
     batch_size = check_positive_int("batch_size", batch_size)
