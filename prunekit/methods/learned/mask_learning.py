@@ -43,7 +43,7 @@ from torch import nn
 from ..._validate import check_int, check_model, check_nonneg, check_positive
 from ...allocation import allocate, check_scope, check_sparsity
 from ...criteria._common import following_batchnorm, module_names
-from ...core.masks import apply_masks
+from ...core.masks import apply_masks, get_masks
 from ...core.targets import Target, find_targets
 from ...train import StepInfo, set_seed, train
 from .regularization import _row_norms, channel_masks
@@ -181,7 +181,8 @@ class _ChannelGateBase(nn.Module):
         Gate values of the kept channels that are not exactly 1 (hard-concrete ``z_hat`` in
         (0, 1)) are first folded into the gate site's parameters (the following BatchNorm's scale
         and shift, else the layer's weight rows and bias), so the masked model computes what the
-        gated model computed in eval mode. Returns the applied masks.
+        gated model computed in eval mode. Returns the masks now on those parameters (masks
+        they had before stay applied: :func:`prunekit.apply_masks` never un-prunes).
         """
         model = self._model_ref[0]
         keep = self.keep() if keep is None else keep
@@ -199,7 +200,8 @@ class _ChannelGateBase(nn.Module):
                             g = fold[t.name].to(p.dtype)
                             p.mul_(g.view([-1] + [1] * (p.dim() - 1)))
         apply_masks(model, masks)
-        return masks
+        now = get_masks(model)
+        return {n: now[n] for n in masks}
 
     def sparsity(self, keep: dict[str, torch.Tensor] | None = None) -> float:
         """Fraction of gated channels that ``keep`` (default :meth:`keep`) removes."""
@@ -518,9 +520,13 @@ def train_ste_masks(
     The scores learn with Adam (``lr``); the weights are trained jointly with Adam (``weight_lr``),
     or frozen with ``weight_lr=None`` as in edge-popup. On the book's small models the frozen
     variant learns (the loss falls) but stays well below the joint one: edge-popup relies on a
-    heavily over-parametrised random network and on weight-level (not channel-level) masks. Returns ``(masks, history)`` with the masks
-    attached; ``history``: per-step ``"loss"`` and ``"flips"`` (channels whose keep bit changed).
-    ``apply=True`` then applies the masks (:meth:`STEChannelMasks.apply`) and adds ``"masks"``.
+    heavily over-parametrised random network and on weight-level (not channel-level) masks.
+
+    Returns ``(learner, history)``: ``learner`` is the :class:`STEChannelMasks` module, attached
+    to the model (its ``keep()`` gives the current ``{layer: bool [out]}``); ``history`` holds
+    per-step ``"loss"`` and ``"flips"`` (channels whose keep bit changed).
+    ``apply=True`` then applies the masks (:meth:`STEChannelMasks.apply`) and adds ``"masks"``,
+    the parameter masks ``{name: bool tensor}`` now on the model.
     """
     check_model(model)
     sparsity = check_sparsity(sparsity)
@@ -533,15 +539,15 @@ def train_ste_masks(
     _gate_targets(model, include, exclude)
 
     set_seed(seed, loader)   # a random initial score (init="random") and the batch order
-    masks = STEChannelMasks(model, sparsity, include, exclude, scope=scope, init=init).attach()
-    groups = [{"params": list(masks.parameters()), "lr": lr}]
+    learner = STEChannelMasks(model, sparsity, include, exclude, scope=scope, init=init).attach()
+    groups = [{"params": list(learner.parameters()), "lr": lr}]
     if weight_lr is not None:
         groups.append({"params": [p for p in model.parameters() if p.requires_grad], "lr": weight_lr})
     hist: dict[str, Any] = {"loss": [], "flips": []}
-    prev = [masks.keep()]
+    prev = [learner.keep()]
 
     def count_flips(info: StepInfo) -> None:
-        now = masks.keep()
+        now = learner.keep()
         hist["loss"].append(info.loss)
         hist["flips"].append(sum(int((now[n] != prev[0][n]).sum()) for n in now))
         prev[0] = now
@@ -552,5 +558,5 @@ def train_ste_masks(
         model.eval()
         model.zero_grad(set_to_none=True)
     if apply:
-        hist["masks"] = masks.apply()
-    return masks, hist
+        hist["masks"] = learner.apply()
+    return learner, hist

@@ -31,7 +31,7 @@ from torch import nn
 from ... import granularity as gran
 from ..._validate import check_int, check_model, check_nonneg, check_positive
 from ...allocation import check_sparsity
-from ...core.masks import apply_masks
+from ...core.masks import apply_masks, get_masks
 from ...core.targets import effective, find_targets
 from ...criteria import score
 from ...criteria._common import following_batchnorm, module_names
@@ -218,7 +218,8 @@ def network_slimming(
         keep = {n: _kept_channels(m) for n, m in masks.items()}
         extra = {k: v for k, v in channel_masks(model, keep).items() if k not in masks}
         apply_masks(model, extra)
-        masks = {**masks, **extra}
+        now = get_masks(model)
+        masks = {n: now[n] for n in {**masks, **extra}}   # the masks on the model (earlier ones stay)
     kept = [_kept_channels(masks[n]) for n in masks if n.endswith("weight") and masks[n].dim() > 1]
     total = sum(k.numel() for k in kept)
     achieved = 1.0 - sum(int(k.sum()) for k in kept) / total if total else 0.0
