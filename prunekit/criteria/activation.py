@@ -39,6 +39,8 @@ from ..core.targets import Target
 from .registry import register
 from ._common import channel_activations, check_batches
 
+__all__ = ["apoz", "mean_activation", "hrank", "feature_map_ranks"]
+
 
 def _dims(a: torch.Tensor) -> list[int]:
     return [d for d in range(a.dim()) if d != 1]

@@ -27,6 +27,8 @@ from ..core.targets import Target, effective
 from .registry import register
 from ._common import check_choice, following_batchnorm, module_names
 
+__all__ = ["bn_scale"]
+
 
 @register("bn_scale", description="|gamma| of the BatchNorm after the layer (Liu et al. 2017, Network Slimming)",
           level="channel", reference="liu2017slimming")

@@ -31,6 +31,8 @@ from ..core.targets import Target
 from .registry import register
 from ._common import batch_size, check_batches, check_loss_fn, forward_loss, iter_batches, model_device, out_channels
 
+__all__ = ["loss_change"]
+
 
 def _mean_loss(model, data, loss_fn) -> float:
     total, n = 0.0, 0

@@ -22,6 +22,8 @@ from torch import nn
 from ..core.targets import Target
 from .registry import register
 
+__all__ = ["magnitude", "random"]
+
 
 @register("magnitude", description="|w|: small weights matter least (Han et al. 2015)",
           reference="han2015learning")

@@ -33,6 +33,8 @@ from ..core.targets import Target
 from .registry import register
 from ._common import check_choice, check_positive_int, per_channel
 
+__all__ = ["lamp", "l1_filter", "fpgm", "lamp_scores", "geometric_median"]
+
 
 def lamp_scores(w: torch.Tensor) -> torch.Tensor:
     """LAMP scores of one tensor (see the module docstring), same shape as ``w``."""

@@ -68,6 +68,8 @@ from ._common import (
     iter_batches, model_device, per_channel, sample, summed_over_batches, weight_leaves,
 )
 
+__all__ = ["taylor", "taylor_channel", "snip", "grasp", "obd", "hessian_diagonal"]
+
 
 def _check_common(batches, loss_fn):
     return check_batches(batches), check_loss_fn(loss_fn)

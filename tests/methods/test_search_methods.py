@@ -441,3 +441,28 @@ def test_layers_restricts_the_search(cnn, batch):
     res = amc_search(cnn, DIGIT, batch, budget=0.8, episodes=3, layers=["features.4", "features.8"], progress=False)
     assert res.names == ("features.4", "features.8") and len(res.best_ratios) == 2
     assert not math.isnan(res.best_reward)
+
+
+def test_reinforce_is_public_validated_and_is_amc_search(cnn, batch):
+    """pk.methods.reinforce with an AMCPolicy reproduces amc_search; bad arguments are refused first."""
+    from prunekit.methods import AMCPolicy, reinforce
+
+    kw = dict(budget=0.6, episodes=4, max_ratio=0.8, lr=1e-3, sigma=0.5, sigma_decay=0.99, sigma_min=0.02,
+              baseline_momentum=0.95, seed=0, progress=False)
+    ref = amc_search(cnn, DIGIT, batch, **kw)
+    space = SearchSpace(cnn, DIGIT)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        policy = AMCPolicy(max_ratio=0.8)
+    res = reinforce(space, policy, lambda t, s: policy(s), batch, method="amc", **kw)
+    assert res.history == ref.history and res.best_ratios == ref.best_ratios
+    bad = [({"space": cnn}, TypeError, "space"), ({"policy": lambda s: s}, TypeError, "policy"),
+           ({"mean_fn": 3}, TypeError, "mean_fn"), ({"method": ""}, TypeError, "method"),
+           ({"episodes": 0}, ValueError, "episodes"), ({"sigma_min": -1.0}, ValueError, "sigma_min"),
+           ({"baseline_momentum": 1.0}, ValueError, "baseline_momentum"), ({"batch": batch[0]}, TypeError, "batch"),
+           ({"progress": "no"}, TypeError, "progress")]
+    for change, exc, word in bad:
+        args = {"space": space, "policy": policy, "mean_fn": lambda t, s: policy(s), "batch": batch,
+                "method": "amc", **kw, **change}
+        with pytest.raises(exc, match=word):
+            reinforce(**args)
