@@ -47,6 +47,7 @@ from ...core.masks import apply_masks, get_masks
 from ...core.targets import Target, find_targets
 from ...train import StepInfo, set_seed, train
 from .regularization import _row_norms, channel_masks
+from .search_space import SearchSpace
 
 __all__ = ["HardConcreteGates", "train_l0_gates", "STEChannelMasks", "train_ste_masks", "HC_TEMPERATURE",
            "HC_LOW", "HC_HIGH"]
@@ -378,8 +379,6 @@ def train_l0_gates(
     if constraint == "macs":
         if example_inputs is None:
             raise ValueError("constraint='macs' needs example_inputs (one input batch, to count the MACs)")
-        from .search_space import SearchSpace
-
         space = SearchSpace(model, example_inputs)
         single = {info.producers[0]: i for i, info in enumerate(space.layers) if len(info.producers) == 1}
         for t in gated:
