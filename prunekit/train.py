@@ -1,6 +1,10 @@
 """Seeded training and evaluation loops with tqdm progress bars.
 
-``train`` and ``fine_tune`` optimise *all* of ``model.parameters()`` with cross-entropy. A
+:func:`train` is prunekit's one training loop: :func:`fine_tune` is ``train(steps=...)``, and
+the methods that learn while training (Network Slimming, L0 gates, straight-through masks,
+pruning schedules) plug into it with ``regularizer=``, ``callback=`` and ``param_groups=``.
+By default ``train`` and ``fine_tune`` optimise *all* of ``model.parameters()`` with
+cross-entropy. A
 model pruned with :mod:`torch.nn.utils.prune` (or ``prunekit.apply_masks``, which is
 compatible) computes ``weight = weight_orig * weight_mask`` in a forward pre-hook, so the
 gradient of the pruned entries is zero through the mask and pruned weights stay exactly zero
