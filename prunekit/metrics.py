@@ -30,8 +30,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from ._validate import check_int, check_positive
 from .core.guards import example_inputs_fit, preserved, read_only
 from .core.targets import PRUNABLE_TYPES, all_parameters
+
+__all__ = ["LayerStats", "Summary", "Timing", "compare_latency", "count_macs", "count_nonzeros", "count_params",
+           "latency", "layer_sparsity", "summary", "timing_claim"]
 
 
 @dataclass(frozen=True)
@@ -211,11 +215,15 @@ def latency(model: nn.Module, example_inputs, *, threads: int = 1, min_run_time:
 
     The model is used as it is (call ``model.eval()`` first for inference numbers); what
     the timed passes change in it (BatchNorm statistics in train mode, buffers) is restored.
+    ``TypeError`` for a ``threads`` that is not an int or a ``min_run_time`` that is not a
+    number, ``ValueError`` for one that is not positive. No global setting is left changed
+    (the level of the ``torch.utils.cpp_extension`` logger is quieted during the import of
+    :mod:`torch.utils.benchmark` only).
     """
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
-    if not (isinstance(min_run_time, (int, float)) and min_run_time > 0):
-        raise ValueError(f"min_run_time must be a positive number of seconds, got {min_run_time!r}")
+    if not callable(model):
+        raise TypeError(f"model must be an nn.Module or a callable, got {type(model).__name__}")
+    check_int("threads", threads, 1)
+    check_positive("min_run_time", min_run_time)
     # torch.utils.benchmark imports cpp_extension, which logs a CUDA warning on CPU-only
     # machines: quiet that logger during the import only, then restore the user's level
     noisy = logging.getLogger("torch.utils.cpp_extension")
@@ -262,8 +270,7 @@ def compare_latency(candidates: Mapping[str, Callable], example_inputs, *, round
     for name, fn in candidates.items():
         if not callable(fn):
             raise TypeError(f"candidates[{name!r}] must be callable, got {type(fn).__name__}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+    check_int("rounds", rounds, 1)
     if isinstance(example_inputs, Mapping):
         missing = sorted(set(candidates) - set(example_inputs))
         if missing:

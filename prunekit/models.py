@@ -120,6 +120,17 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
+    def pruningnet_architecture(self):
+        """This network as MetaPruning's PruningNet generates it
+        (:class:`prunekit.methods.learned.metapruning.Architecture`)."""
+        from .methods.learned.metapruning import Architecture
+
+        in_channels, num_classes = self.in_channels, self.num_classes
+        layers = tuple(f"features.{4 * i}" for i in range(len(self.widths)))
+        layers += ("classifier.2",) if self.hidden is not None else ()
+        return Architecture(in_channels, tuple(self.widths), self.hidden, num_classes, layers,
+                            lambda widths, hidden: SmallCNN(in_channels, num_classes, widths, hidden))
+
 
 class ResNet(nn.Module):
     """A small ResNet with torchvision-style names.

@@ -1,6 +1,10 @@
 """Seeded training and evaluation loops with tqdm progress bars.
 
-``train`` and ``fine_tune`` optimise *all* of ``model.parameters()`` with cross-entropy. A
+:func:`train` is prunekit's one training loop: :func:`fine_tune` is ``train(steps=...)``, and
+the methods that learn while training (Network Slimming, L0 gates, straight-through masks,
+pruning schedules) plug into it with ``regularizer=``, ``callback=`` and ``param_groups=``.
+By default ``train`` and ``fine_tune`` optimise *all* of ``model.parameters()`` with
+cross-entropy. A
 model pruned with :mod:`torch.nn.utils.prune` (or ``prunekit.apply_masks``, which is
 compatible) computes ``weight = weight_orig * weight_mask`` in a forward pre-hook, so the
 gradient of the pruned entries is zero through the mask and pruned weights stay exactly zero
@@ -13,9 +17,10 @@ weights on the same machine, however often the loader was iterated before.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +49,7 @@ LR_SCHEDULES = (None, "cosine")
 class StepInfo:
     """What a training ``callback`` receives after every optimizer step."""
 
-    epoch: int  # 0-based epoch (0 for fine_tune)
+    epoch: int  # 0-based epoch: pass over the loader (fine_tune and steps= cycle through it)
     step: int  # 0-based global step count, counting this step
     loss: float  # this batch's loss (including the regularizer)
     model: nn.Module
@@ -69,32 +74,67 @@ def _check_positive(name: str, value: Any, integer: bool) -> Any:
     return int(value) if integer else float(value)
 
 
-def set_seed(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and CUDA)."""
+def set_seed(seed: int, loader: Any = None) -> None:
+    """Seed Python's ``random``, NumPy's global RNG and torch (CPU and CUDA), and the shuffling
+    generator of ``loader`` (a ``DataLoader`` built with ``generator=``) if one is given.
+
+    ``train(..., seed=None)`` leaves all of them alone: seed first with this, then build what
+    must be drawn from the seeded stream (random initialisations), then train.
+    """
     seed = _check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    if loader is not None:
+        _reseed_loader(loader, seed)
 
 
 def make_optimizer(
-    model: nn.Module, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0
+    model: nn.Module, optimizer: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0, *,
+    param_groups: Sequence[dict[str, Any]] | None = None,
 ) -> torch.optim.Optimizer:
-    """Build ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9) over ``model.parameters()``."""
+    """Build ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9) over ``model.parameters()``.
+
+    ``param_groups`` (torch's list of ``{"params": [...], "lr": ..., ...}``) replaces
+    ``model.parameters()``, e.g. to train extra parameters (gates, mask scores) with their own
+    learning rate; ``lr`` and ``weight_decay`` are then the defaults of the groups.
+    """
     if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     lr = _check_positive("lr", lr, integer=False)
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
+    if param_groups is None:
+        params: Any = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters (requires_grad=True)")
+    else:
+        params = _check_param_groups(param_groups)
     name = optimizer.lower()
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+
+
+def _check_param_groups(groups: Any) -> list[dict[str, Any]]:
+    if isinstance(groups, (str, bytes, dict)) or not isinstance(groups, Sequence):
+        raise TypeError(f"param_groups must be a list of dicts {{'params': [...], 'lr': ...}}, got "
+                        f"{type(groups).__name__}")
+    out = []
+    for i, g in enumerate(groups):
+        if not isinstance(g, dict) or "params" not in g:
+            raise TypeError(f"param_groups[{i}] must be a dict with a 'params' entry, got {g!r}")
+        params = list(g["params"])
+        if not params or not all(isinstance(p, torch.Tensor) and p.requires_grad for p in params):
+            raise ValueError(f"param_groups[{i}]['params'] must be a non-empty list of tensors that require grad")
+        if "lr" in g:
+            _check_positive(f"param_groups[{i}]['lr']", g["lr"], integer=False)
+        out.append({**g, "params": params})
+    if not out:
+        raise ValueError("param_groups must hold at least one group")
+    return out
 
 
 def _reseed_loader(loader: Any, seed: int) -> None:
@@ -110,22 +150,21 @@ def _num_batches(loader: Any) -> int | None:
         return None
 
 
-def _step(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    opt: torch.optim.Optimizer,
-    regularizer: Callable[[nn.Module], torch.Tensor] | None,
-) -> tuple[float, int, int]:
-    logits = model(inputs)
-    loss = nn.functional.cross_entropy(logits, targets)
-    if regularizer is not None:
-        loss = loss + regularizer(model)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    correct = int((logits.detach().argmax(1) == targets).sum())
-    return float(loss.detach()), correct, int(targets.numel())
+def _passes(loader: Batches, epochs: int | None, steps: int | None) -> Iterator[tuple[int, Any]]:
+    """``(pass, batch)``: ``epochs`` passes over ``loader``, or as many as ``steps`` batches need."""
+    done = 0
+    for epoch in itertools.count():
+        if epochs is not None and epoch == epochs:
+            return
+        empty = True
+        for batch in loader:
+            empty = False
+            yield epoch, batch
+            done += 1
+            if steps is not None and done == steps:
+                return
+        if empty:
+            raise ValueError("train_loader yielded no batches")
 
 
 def train(
@@ -134,84 +173,114 @@ def train(
     epochs: int = 5,
     lr: float = 1e-3,
     optimizer: str = "adam",
-    seed: int = 0,
+    seed: int | None = 0,
     progress: bool = True,
     weight_decay: float = 0.0,
     callback: Callable[[StepInfo], None] | None = None,
     lr_schedule: str | None = None,
     regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
     test_loader: Batches | None = None,
+    *,
+    steps: int | None = None,
+    param_groups: Sequence[dict[str, Any]] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` with cross-entropy for ``epochs`` epochs; return the per-epoch history.
+    """Train ``model`` with cross-entropy for ``epochs`` epochs (or ``steps`` steps); return the history.
+
+    The one training loop of prunekit: :func:`fine_tune`, Network Slimming, the L0 gates and
+    the straight-through masks (:mod:`prunekit.methods.learned`) all run on it. Each step is
+    ``loss = cross_entropy(model(inputs), targets) [+ regularizer(model)]``, ``zero_grad``,
+    ``backward``, ``optimizer.step()``, the learning-rate schedule, then ``callback``.
 
     Args:
         optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9).
         seed: seeds Python/NumPy/torch and the loader's shuffling (see the module docstring).
             The model's initial weights are *not* touched: seed before building the model.
+            ``None``: seed nothing (the caller has, e.g. with :func:`set_seed`).
         progress: show a tqdm progress bar (``False`` for tests and quiet runs).
         callback: called after every optimizer step with a :class:`StepInfo`, e.g. to update
             masks during training (gradual magnitude pruning, RigL).
         lr_schedule: ``None`` (constant) or ``"cosine"`` (cosine decay to 0 over all steps).
         regularizer: ``model -> scalar tensor`` added to the loss (e.g. an L1 penalty on
-            BatchNorm scales for Network Slimming).
+            BatchNorm scales for Network Slimming). It is called once per step, after the
+            forward pass, so a stateful one can count the steps.
         test_loader: if given, test accuracy is evaluated after every epoch.
+        steps: train for exactly this many optimizer steps instead of ``epochs`` epochs,
+            cycling through ``train_loader`` (``epochs`` is then ignored).
+        param_groups: optimise these parameter groups (see :func:`make_optimizer`) instead of
+            ``model.parameters()``.
 
     Returns:
-        One dict per epoch: ``{"epoch", "loss", "acc"}`` (mean training loss and running
-        training accuracy over the epoch), plus ``"test_acc"`` when ``test_loader`` is given.
-        The model is left in eval mode.
+        One dict per epoch (pass over ``train_loader``; with ``steps`` the last one may be
+        partial): ``{"epoch", "loss", "acc"}`` (mean training loss and running training
+        accuracy over the epoch), plus ``"test_acc"`` when ``test_loader`` is given. The model
+        is left in eval mode. Arguments are checked before the model is touched.
     """
-    epochs = _check_positive("epochs", epochs, integer=True)
-    seed = _check_seed(seed)
+    if steps is None:
+        epochs = _check_positive("epochs", epochs, integer=True)
+    else:
+        steps = _check_positive("steps", steps, integer=True)
+    if seed is not None:
+        seed = _check_seed(seed)
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
-    opt = make_optimizer(model, optimizer, lr, weight_decay)
-    set_seed(seed)
-    _reseed_loader(train_loader, seed)
+    for name, fn in (("callback", callback), ("regularizer", regularizer)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be callable or None, got {type(fn).__name__}")
+    opt = make_optimizer(model, optimizer, lr, weight_decay, param_groups=param_groups)
+    if seed is not None:
+        set_seed(seed, train_loader)
     n_batches = _num_batches(train_loader)
+    total = steps if steps is not None else (epochs * n_batches if n_batches else None)
     scheduler = None
     if lr_schedule == "cosine":
-        if n_batches is None:
-            raise ValueError("lr_schedule='cosine' needs a train_loader with a len()")
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches)
+        if total is None:
+            raise ValueError("lr_schedule='cosine' needs a train_loader with a len() (or steps=)")
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     history: list[dict[str, float]] = []
-    step = 0
+    running = [0.0, 0, 0, 0]  # loss sum, correct, seen, batches of the current epoch
+
+    def close(epoch: int) -> None:
+        loss_sum, correct, seen, batches = running
+        entry = {"epoch": epoch + 1, "loss": loss_sum / batches, "acc": correct / seen}
+        if test_loader is not None:
+            entry["test_acc"] = evaluate(model, test_loader)
+            model.train()
+        history.append(entry)
+        running[:] = [0.0, 0, 0, 0]
+
+    step, current = 0, 0
     model.train()
-    bar = tqdm(total=epochs * n_batches if n_batches else None, disable=not progress, desc="train")
+    bar = tqdm(total=total, disable=not progress, desc="train")
     try:
-        for epoch in range(epochs):
-            total_loss, correct, seen, batches = 0.0, 0, 0, 0
-            for inputs, targets in train_loader:
-                loss, c, n = _step(model, inputs, targets, opt, regularizer)
-                if scheduler is not None:
-                    scheduler.step()
-                total_loss, correct, seen, batches = total_loss + loss, correct + c, seen + n, batches + 1
-                step += 1
-                if callback is not None:
-                    callback(StepInfo(epoch, step, loss, model, opt))
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{correct / seen:.3f}")
-            if batches == 0:
-                raise ValueError("train_loader yielded no batches")
-            entry = {"epoch": epoch + 1, "loss": total_loss / batches, "acc": correct / seen}
-            if test_loader is not None:
-                entry["test_acc"] = evaluate(model, test_loader)
-                model.train()
-            history.append(entry)
+        for epoch, (inputs, targets) in _passes(train_loader, None if steps is not None else epochs, steps):
+            if epoch != current:
+                close(current)
+                current = epoch
+            logits = model(inputs)
+            loss_t = nn.functional.cross_entropy(logits, targets)
+            if regularizer is not None:
+                loss_t = loss_t + regularizer(model)
+            opt.zero_grad(set_to_none=True)
+            loss_t.backward()
+            opt.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss = float(loss_t.detach())
+            running[0] += loss
+            running[1] += int((logits.detach().argmax(1) == targets).sum())
+            running[2] += int(targets.numel())
+            running[3] += 1
+            step += 1
+            if callback is not None:
+                callback(StepInfo(epoch, step, loss, model, opt))
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.3f}", acc=f"{running[1] / running[2]:.3f}")
+        if running[3]:
+            close(current)
     finally:
         bar.close()
     model.eval()
     return history
-
-
-def _cycle(loader: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("loader yielded no batches")
 
 
 def fine_tune(
@@ -227,25 +296,21 @@ def fine_tune(
 ) -> list[float]:
     """Train for ``steps`` optimizer steps (cycling through ``loader``); return per-step losses.
 
-    Used after pruning to recover accuracy. With masks applied through
-    :mod:`torch.nn.utils.prune`-style reparametrisation, pruned weights stay zero (see the
-    module docstring). The model is left in eval mode.
+    :func:`train` with ``steps=``. Used after pruning to recover accuracy. With masks applied
+    through :mod:`torch.nn.utils.prune`-style reparametrisation, pruned weights stay zero (see
+    the module docstring). The model is left in eval mode.
     """
-    steps = _check_positive("steps", steps, integer=True)
-    seed = _check_seed(seed)
-    opt = make_optimizer(model, optimizer, lr, weight_decay)
-    set_seed(seed)
-    _reseed_loader(loader, seed)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     losses: list[float] = []
-    model.train()
-    batches = _cycle(loader)
-    for step in tqdm(range(steps), disable=not progress, desc="fine-tune"):
-        inputs, targets = next(batches)
-        loss, _, _ = _step(model, inputs, targets, opt, None)
-        losses.append(loss)
+
+    def record(info: StepInfo) -> None:
+        losses.append(info.loss)
         if callback is not None:
-            callback(StepInfo(0, step + 1, loss, model, opt))
-    model.eval()
+            callback(info)
+
+    train(model, loader, lr=lr, optimizer=optimizer, seed=seed, progress=progress, weight_decay=weight_decay,
+          callback=record, steps=steps)
     return losses
 
 

@@ -7,6 +7,12 @@ when the checkpoint was built. Every checkpoint is reproducible with one command
 
     python -m prunekit.zoo build mlp-digits     # or: build all / list / info NAME
 
+A build writes into the cache directory (:func:`cache_dir`: ``$PRUNEKIT_CACHE``, else
+``~/.cache/prunekit``), never into the installed package unless asked to with ``--dir``
+(``python -m prunekit.zoo build all --dir prunekit/checkpoints`` refreshes the shipped files).
+:func:`load`, :func:`info` and :func:`available` look in the cache first, then at the
+shipped checkpoints.
+
 Typical use in a notebook::
 
     from prunekit import zoo
@@ -32,13 +38,21 @@ from torch import nn
 
 from . import data as _data
 from . import models as _models
+from ._validate import check_int
 from .metrics import count_params
 from .train import evaluate, set_seed, train
 
-__all__ = ["RECIPES", "CHECKPOINT_DIR", "available", "info", "load", "loaders", "build", "main"]
+__all__ = ["RECIPES", "CHECKPOINT_DIR", "available", "build", "cache_dir", "info", "load", "loaders", "main"]
 
 CHECKPOINT_DIR: Path = Path(__file__).resolve().parent / "checkpoints"
 _INDEX = "zoo.json"
+
+
+def cache_dir() -> Path:
+    """Where :func:`build` writes by default and :func:`load` looks first:
+    ``$PRUNEKIT_CACHE/checkpoints`` if the variable is set, else ``~/.cache/prunekit/checkpoints``."""
+    root = os.environ.get("PRUNEKIT_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "prunekit") / "checkpoints"
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
     "MLP": _models.MLP,
@@ -115,23 +129,41 @@ def _write_index(index: dict[str, dict[str, Any]], directory: Path) -> None:
     os.replace(tmp, path)
 
 
+def _locations() -> list[tuple[Path, dict[str, dict[str, Any]]]]:
+    """``(directory, index)`` of the cache, then of the shipped checkpoints."""
+    out = []
+    for directory in (cache_dir(), CHECKPOINT_DIR):
+        index = _read_index(directory)
+        out.append((directory, {n: e for n, e in index.items() if (directory / e["file"]).is_file()}))
+    return out
+
+
+def _find(name: str) -> tuple[Path, dict[str, Any]]:
+    """The directory and ``zoo.json`` entry of checkpoint ``name``: the cache's, else the shipped one."""
+    _check_name(name, available())
+    for directory, index in _locations():
+        if name in index:
+            return directory, index[name]
+    raise AssertionError(name)  # unreachable: available() lists only names found here
+
+
 def available() -> list[str]:
-    """Names of the checkpoints shipped with the package (sorted)."""
-    index = _read_index()
-    return sorted(n for n, e in index.items() if (CHECKPOINT_DIR / e["file"]).is_file())
+    """Names of the checkpoints built into the cache or shipped with the package (sorted)."""
+    return sorted({n for _, index in _locations() for n in index})
 
 
 def _check_name(name: Any, names: Sequence[str]) -> str:
-    if not isinstance(name, str) or name not in names:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, one of {', '.join(names)}; got {type(name).__name__}")
+    if name not in names:
         raise ValueError(f"unknown checkpoint name {name!r}; available: {', '.join(names)}")
     return name
 
 
 def info(name: str) -> dict[str, Any]:
-    """The ``zoo.json`` entry of ``name`` (a copy): model, dataset, recipe, test accuracy, ..."""
-    index = _read_index()
-    _check_name(name, available())
-    return copy.deepcopy(index[name])
+    """The ``zoo.json`` entry of ``name`` (a copy): model, dataset, recipe, test accuracy, ...
+    (from the cache if ``name`` was built there, else the shipped one)."""
+    return copy.deepcopy(_find(name)[1])
 
 
 def _build_model(entry: dict[str, Any]) -> nn.Module:
@@ -141,11 +173,12 @@ def _build_model(entry: dict[str, Any]) -> nn.Module:
 def load(name: str) -> nn.Module:
     """Build the model of checkpoint ``name``, load its weights and return it in eval mode.
 
-    Weights are read with ``torch.load(..., weights_only=True)`` from the package's files.
+    Weights are read with ``torch.load(..., weights_only=True)`` from the cache
+    (:func:`cache_dir`) if ``name`` was built there, else from the package's files.
     """
-    entry = info(name)
+    directory, entry = _find(name)
     model = _build_model(entry)
-    state = torch.load(CHECKPOINT_DIR / entry["file"], map_location="cpu", weights_only=True)
+    state = torch.load(directory / entry["file"], map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.eval()
 
@@ -167,17 +200,22 @@ def build(
 ) -> float:
     """Retrain checkpoint ``name`` from its recipe, save it and record its test accuracy.
 
-    Writes ``<directory>/<name>.pt`` and updates ``<directory>/zoo.json`` (``directory``
-    defaults to the package's ``checkpoints/`` folder). Returns the test accuracy in [0, 1].
-    Training runs on ``threads`` intra-op threads (default 1, restored afterwards): CPU
-    kernels may sum in a different order with another thread count, so the shipped
-    checkpoints were built, and are reproduced bit for bit on the same CPU, with one thread.
-    ``None`` keeps torch's current setting.
+    Writes ``<directory>/<name>.pt`` and updates ``<directory>/zoo.json``; ``directory``
+    defaults to :func:`cache_dir` (the installed package is not written to unless
+    ``directory`` is its ``checkpoints/`` folder, :data:`CHECKPOINT_DIR`). Returns the test
+    accuracy in [0, 1]. Training runs on ``threads`` intra-op threads (default 1, restored
+    afterwards): CPU kernels may sum in a different order with another thread count, so the
+    shipped checkpoints were built, and are reproduced bit for bit on the same CPU, with one
+    thread. ``None`` keeps torch's current setting. Wrong types raise ``TypeError``.
     """
     rec = copy.deepcopy(RECIPES[_check_name(name, sorted(RECIPES))])
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    out_dir = CHECKPOINT_DIR if directory is None else Path(directory)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    if threads is not None:
+        check_int("threads", threads, 1)
+    if directory is not None and not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"directory must be a path (str or os.PathLike) or None, got {type(directory).__name__}")
+    out_dir = cache_dir() if directory is None else Path(directory)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = torch.get_num_threads()
     if threads is not None:
@@ -238,14 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_build = sub.add_parser("build", help="retrain a checkpoint (or 'all') from its recipe")
     p_build.add_argument("name", help=f"one of {', '.join(sorted(RECIPES))}, or 'all'")
     p_build.add_argument("--quiet", action="store_true", help="no progress bars")
-    p_build.add_argument("--dir", default=None, help="output folder (default: the package's)")
+    p_build.add_argument("--dir", default=None,
+                         help="output folder (default: the cache, $PRUNEKIT_CACHE or ~/.cache/prunekit)")
     p_build.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
-            index = _read_index()
             for n in available():
-                e = index[n]
+                e = info(n)
                 print(f"{n:15s} {e['model']:9s} {e['dataset']:7s} "
                       f"acc={100 * e['test_accuracy']:.2f}%  params={e['num_parameters']}")
         elif args.command == "info":
@@ -255,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in names:
                 acc = build(n, progress=not args.quiet, directory=args.dir, threads=args.threads)
                 print(f"{n}: test accuracy {100 * acc:.2f}%")
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -145,3 +145,28 @@ def test_timing_claim_checks_given_timings_first():
     held, t = pk.metrics.timing_claim(lambda: calls.append(1) or {"a": 0.5},
                                       lambda t: t["a"] < 1, attempts=3, first={"a": 2.0})
     assert held and calls == [1]                              # one re-measurement
+
+
+def test_latency_leaves_the_logger_level_and_checks_types():
+    import logging
+
+    noisy = logging.getLogger("torch.utils.cpp_extension")
+    before = noisy.level
+    try:
+        for level in (logging.DEBUG, logging.WARNING, logging.NOTSET):
+            noisy.setLevel(level)
+            pk.latency(nn.Linear(2, 2), torch.zeros(1, 2), min_run_time=0.01)
+            assert noisy.level == level
+    finally:
+        noisy.setLevel(before)
+    for kwargs, exc, word in (({"threads": 1.5}, TypeError, "threads"), ({"threads": True}, TypeError, "threads"),
+                              ({"threads": 0}, ValueError, "threads"),
+                              ({"min_run_time": "1"}, TypeError, "min_run_time"),
+                              ({"min_run_time": float("nan")}, ValueError, "min_run_time"),
+                              ({"min_run_time": -1}, ValueError, "min_run_time")):
+        with pytest.raises(exc, match=word):
+            pk.latency(nn.Linear(2, 2), torch.zeros(1, 2), **kwargs)
+    with pytest.raises(TypeError, match="model"):
+        pk.latency("not a model", torch.zeros(1, 2))
+    with pytest.raises(TypeError, match="rounds"):
+        pk.metrics.compare_latency({"x": nn.Linear(2, 2)}, torch.zeros(1, 2), rounds=2.0)

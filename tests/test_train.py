@@ -188,3 +188,64 @@ def test_fine_tune_and_evaluate_bad_arguments(digits):
 def test_progress_bar_runs(digits, capsys):
     train.train(_fresh_mlp(), digits[0], epochs=1, progress=True)
     assert "train" in capsys.readouterr().err
+
+
+def test_fine_tune_is_train_with_steps(digits):
+    """One loop: fine_tune's losses are train(steps=)'s, and the weights end equal."""
+    loader = digits[0]
+    a, b = _fresh_mlp(), _fresh_mlp()
+    losses = train.fine_tune(a, loader, steps=len(loader) + 3, lr=2e-3, seed=4)
+    seen = []
+    history = train.train(b, loader, steps=len(loader) + 3, lr=2e-3, seed=4, progress=False,
+                          callback=lambda info: seen.append((info.epoch, info.step, info.loss)))
+    assert [s[2] for s in seen] == losses and _same_weights(a, b)
+    assert [s[1] for s in seen] == list(range(1, len(loader) + 4))
+    assert [s[0] for s in seen] == [0] * len(loader) + [1] * 3            # the pass over the loader
+    assert [h["epoch"] for h in history] == [1, 2]                         # the second one partial
+    assert history[1]["loss"] == pytest.approx(sum(losses[-3:]) / 3)
+
+
+def test_param_groups_train_only_those_with_their_lr(digits):
+    model = _fresh_mlp()
+    frozen = model.fc1.weight.detach().clone()
+    groups = [{"params": [model.fc2.weight, model.fc3.weight], "lr": 5e-3}, {"params": [model.fc3.bias], "lr": 1e-4}]
+    lrs = []
+    train.train(model, digits[0], steps=5, progress=False, param_groups=groups,
+                callback=lambda info: lrs.append([g["lr"] for g in info.optimizer.param_groups]))
+    assert torch.equal(model.fc1.weight, frozen)
+    assert lrs == [[5e-3, 1e-4]] * 5
+    with pytest.raises(TypeError, match="param_groups"):
+        train.train(model, digits[0], steps=1, progress=False, param_groups={"params": []})
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['lr'\]"):
+        train.train(model, digits[0], steps=1, progress=False, param_groups=[{"params": [model.fc1.bias], "lr": -1}])
+    with pytest.raises(ValueError, match="steps"):
+        train.train(model, digits[0], steps=0, progress=False)
+
+
+def test_seed_none_leaves_the_generators_to_the_caller(digits):
+    """set_seed(s, loader) then train(seed=None) is train(seed=s); a random draw in between is kept."""
+    loader = digits[0]
+    a, b, c = _fresh_mlp(), _fresh_mlp(), _fresh_mlp()
+    train.train(a, loader, steps=7, seed=3, progress=False)
+    train.set_seed(3, loader)
+    train.train(b, loader, steps=7, seed=None, progress=False)
+    assert _same_weights(a, b)
+    train.set_seed(3, loader)
+    torch.rand(1)
+    for _ in loader:                   # the loader's generator moves on: seed=None does not reset it
+        break
+    train.train(c, loader, steps=7, seed=None, progress=False)
+    assert not _same_weights(a, c)
+
+
+def test_a_stateful_regularizer_is_called_once_per_step_after_the_forward(digits):
+    calls = []
+    model = _fresh_mlp()
+    model.register_forward_hook(lambda *a: calls.append("forward"))
+
+    def reg(m):
+        calls.append("reg")
+        return torch.zeros(())
+
+    train.train(model, digits[0], steps=3, progress=False, regularizer=reg)
+    assert calls == ["forward", "reg"] * 3

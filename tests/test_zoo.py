@@ -15,6 +15,13 @@ from prunekit.metrics import count_params as count_parameters
 EXPECTED = {"mlp-digits": 0.95, "cnn-digits": 0.95, "cnn-shapes": 0.90, "resnet-shapes": 0.90}
 
 
+@pytest.fixture(autouse=True)
+def empty_cache(tmp_path, monkeypatch):
+    """Each test sees an empty cache of its own (not the user's ~/.cache/prunekit)."""
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "checkpoints"
+
+
 def test_available_lists_the_shipped_checkpoints():
     names = zoo.available()
     assert names == sorted(names)
@@ -61,6 +68,42 @@ def test_unknown_name_lists_available():
     for call in (zoo.load, zoo.info, zoo.build, zoo.loaders):
         with pytest.raises(ValueError, match="mlp-digits"):
             call("no-such-model")
+        with pytest.raises(TypeError, match="name must be a string"):
+            call(3)
+
+
+def test_build_checks_types_before_training(monkeypatch):
+    monkeypatch.setattr(zoo, "_build", lambda *a: pytest.fail("built before checking"))
+    for kwargs, exc, word in (({"threads": 1.5}, TypeError, "threads"), ({"threads": 0}, ValueError, "threads"),
+                              ({"progress": "no"}, TypeError, "progress"), ({"directory": 3}, TypeError, "directory")):
+        with pytest.raises(exc, match=word):
+            zoo.build("mlp-digits", **kwargs)
+
+
+def test_cache_dir_from_the_environment(monkeypatch, tmp_path):
+    assert zoo.cache_dir() == tmp_path / "cache" / "checkpoints"
+    monkeypatch.delenv("PRUNEKIT_CACHE")
+    assert zoo.cache_dir() == zoo.Path.home() / ".cache" / "prunekit" / "checkpoints"
+
+
+def test_build_writes_to_the_cache_and_load_prefers_it(monkeypatch, empty_cache):
+    """Without directory=, build writes into the cache, not the package; load/info then read the
+    cache's checkpoint (here an untrained one: train is stubbed to keep the test fast)."""
+    shipped = {p.name: p.read_bytes() for p in zoo.CHECKPOINT_DIR.iterdir()}
+    monkeypatch.setattr(zoo, "train", lambda *a, **k: [])
+    acc = zoo.build("mlp-digits", progress=False)
+    assert (empty_cache / "mlp-digits.pt").is_file() and (empty_cache / "zoo.json").is_file()
+    assert {p.name: p.read_bytes() for p in zoo.CHECKPOINT_DIR.iterdir()} == shipped   # package untouched
+    entry = zoo.info("mlp-digits")
+    assert entry["test_accuracy"] == acc < 0.5 and entry["train_history"] == []
+    cached = torch.load(empty_cache / "mlp-digits.pt", weights_only=True)
+    loaded = zoo.load("mlp-digits").state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in cached.items())
+    shipped_state = torch.load(zoo.CHECKPOINT_DIR / "mlp-digits.pt", weights_only=True)
+    assert not torch.equal(loaded["fc1.weight"], shipped_state["fc1.weight"])
+    assert zoo.info("cnn-digits")["sha256"] == hashlib.sha256(
+        (zoo.CHECKPOINT_DIR / "cnn-digits.pt").read_bytes()).hexdigest()          # not built: the shipped one
+    assert zoo.available() == sorted(set(EXPECTED) | set(zoo.available()))
 
 
 def test_info_returns_a_copy():

@@ -20,6 +20,11 @@ from ..core.guards import describe as _describe
 from ..core.guards import example_inputs_fit, preserved, read_only  # noqa: F401 (used by criteria)
 from ..core.targets import Target
 
+__all__ = ["check_optional_count", "check_batches", "check_loss_fn", "check_positive_int", "check_choice",
+           "model_device", "iter_batches", "batch_size", "sample", "data_error", "weight_leaves", "grads",
+           "forward_loss", "summed_over_batches", "module_names", "out_channels", "per_channel",
+           "following_batchnorm", "forward_with_hooks", "channel_activations"]
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

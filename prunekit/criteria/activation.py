@@ -36,8 +36,10 @@ import torch
 from torch import nn
 
 from ..core.targets import Target
-from . import register
+from .registry import register
 from ._common import channel_activations, check_batches
+
+__all__ = ["apoz", "mean_activation", "hrank", "feature_map_ranks"]
 
 
 def _dims(a: torch.Tensor) -> list[int]:

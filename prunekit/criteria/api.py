@@ -21,6 +21,16 @@ A data-free criterion only reads the weights:
 (6, 3)
 >>> api.unregister("squared")
 
+In a notebook or a test, :func:`registered` adds a criterion for a ``with`` block only (a
+cell can then be run twice; a second :func:`register` of the same name raises
+``ValueError`` unless ``replace=True``):
+
+>>> with api.registered("cubed", lambda model, targets: {t.name: t.tensor.detach().abs() ** 3
+...                                                      for t in targets}, description="|w|^3"):
+...     masks = pk.prune(net, 0.5, "cubed", scope="layer")
+>>> "cubed" in pk.criteria.available()
+False
+
 A data-driven criterion (``needs_data=True``) receives ``data=`` (an iterable of
 ``(inputs, targets)`` batches) and usually the gradient of the loss with respect to each
 weight. :func:`weight_leaves` gives tensors that autograd can differentiate (the
@@ -54,39 +64,17 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from ..core.guards import preserved
 from ..core.targets import Target
-from . import Criterion, _REGISTRY, register
 from . import _common
+from .registry import Criterion, register, registered, unregister
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Term = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["Criterion", "Target", "register", "unregister", "weight_leaves",
+__all__ = ["Criterion", "Target", "register", "registered", "unregister", "weight_leaves",
            "summed_over_batches", "iter_batches", "check_loss_fn", "check_batches",
-           "per_channel"]
-
-
-def unregister(name: str) -> None:
-    """Remove a criterion that :func:`register` added (for notebooks and tests).
-
-    The criteria that come with prunekit cannot be removed: ``ValueError``. So can an unknown
-    name.
-
-    >>> from prunekit.criteria import api
-    >>> api.unregister("magnitude")
-    Traceback (most recent call last):
-    ...
-    ValueError: 'magnitude' comes with prunekit and cannot be unregistered
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a string, got {type(name).__name__}")
-    key = name.lower()
-    if key in _BUILT_IN:
-        raise ValueError(f"{name!r} comes with prunekit and cannot be unregistered")
-    if key not in _REGISTRY:
-        raise ValueError(f"no criterion {name!r} is registered; "
-                         f"registered by you: {sorted(set(_REGISTRY) - _BUILT_IN)}")
-    del _REGISTRY[key]
+           "per_channel", "preserved"]
 
 
 def weight_leaves(targets: list[Target]):
@@ -191,7 +179,3 @@ def per_channel(x: torch.Tensor) -> torch.Tensor:
     [18.0, 18.0, 18.0, 18.0]
     """
     return _common.per_channel(x)
-
-
-# the criteria prunekit registers itself (this module is imported after all of them)
-_BUILT_IN = frozenset(_REGISTRY)

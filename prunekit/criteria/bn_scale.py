@@ -24,8 +24,10 @@ import torch
 from torch import nn
 
 from ..core.targets import Target, effective
-from . import register
+from .registry import register
 from ._common import check_choice, following_batchnorm, module_names
+
+__all__ = ["bn_scale"]
 
 
 @register("bn_scale", description="|gamma| of the BatchNorm after the layer (Liu et al. 2017, Network Slimming)",

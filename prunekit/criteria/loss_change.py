@@ -28,8 +28,10 @@ import torch
 from torch import nn
 
 from ..core.targets import Target
-from . import register
+from .registry import register
 from ._common import batch_size, check_batches, check_loss_fn, forward_loss, iter_batches, model_device, out_channels
+
+__all__ = ["loss_change"]
 
 
 def _mean_loss(model, data, loss_fn) -> float:

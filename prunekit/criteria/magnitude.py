@@ -20,7 +20,9 @@ import torch
 from torch import nn
 
 from ..core.targets import Target
-from . import register
+from .registry import register
+
+__all__ = ["magnitude", "random"]
 
 
 @register("magnitude", description="|w|: small weights matter least (Han et al. 2015)",

@@ -28,8 +28,10 @@ import torch
 from torch import nn
 
 from ..core.targets import Target, find_targets
-from . import register
+from .registry import register
 from ._common import check_batches, check_loss_fn, summed_over_batches, weight_leaves
+
+__all__ = ["movement", "MovementTracker"]
 
 
 @register("movement", description="movement -sum_t g*w (Sanh et al. 2020); here one step: summed over the data batches",

@@ -30,8 +30,10 @@ import torch
 from torch import nn
 
 from ..core.targets import Target
-from . import register
+from .registry import register
 from ._common import check_choice, check_positive_int, per_channel
+
+__all__ = ["lamp", "l1_filter", "fpgm", "lamp_scores", "geometric_median"]
 
 
 def lamp_scores(w: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ which is computed from the (sampled) input patches ``P`` of layer *i+1*:
   is prefix-consistent (the first ``k`` channels it removes are exactly Algorithm 1's answer for
   a target of ``k``), the score is the removal order: the channel removed ``k``-th (from 0) of
   ``C`` scores ``(k + 1) / C`` (removed first = lowest), so ``scope="layer"`` and
-  ``scope="global"`` both remove about the same fraction of every layer. :func:`thinet_prune`
+  ``scope="global"`` both remove about the same fraction of every layer. :func:`~prunekit.methods.after.reconstruction.thinet_prune`
   then applies Eq. 6: a least-squares scaling ``ŵ = argmin_w sum (ŷ - wᵀ x̂)²`` of the kept
   channels' weights in layer *i+1*.
 * ``"lasso_channel"`` — He, Zhang & Sun 2017, *Channel Pruning for Accelerating Very Deep
@@ -33,14 +33,14 @@ which is computed from the (sampled) input patches ``P`` of layer *i+1*:
   re-fitted on the kept channels by least squares (Eq. 4, ``β`` fixed). The criterion ranks
   channels by the exact LASSO path (LARS): a channel that stays non-zero up to a larger ``λ`` is
   more important; score ``(k + 1) / C`` for the ``k``-th channel to leave the path as ``λ``
-  grows. :func:`lasso_channel_prune` finds the ``λ`` that keeps ``c'`` channels by bisection and
+  grows. :func:`~prunekit.methods.after.reconstruction.lasso_channel_prune` finds the ``λ`` that keeps ``c'`` channels by bisection and
   re-fits ``W``.
 * ``"obs"`` (weight-level) — Optimal Brain Surgeon (Hassibi & Stork 1993) on one layer, the
   layer-wise form of OBC/SparseGPT (Frantar & Alistarh 2022, *Optimal Brain Compression*,
   NeurIPS): for the layer's inputs ``X`` (rows = samples; a conv's im2col patches),
   ``H = 2 XᵀX`` (+ damping) is the Hessian of the squared output error of every output row,
   and the saliency of weight ``q`` of a row is ``L_q = w_q² / (2 [H⁻¹]_qq)`` (Hassibi & Stork's
-  Eq. 5). The criterion is this one-shot saliency; :func:`obs_prune_layer` prunes one weight at
+  Eq. 5). The criterion is this one-shot saliency; :func:`~prunekit.methods.after.reconstruction.obs_prune_layer` prunes one weight at
   a time, updating the rest of its row by Eq. 5's ``δw = -w_q / [H⁻¹]_qq · H⁻¹[:, q]`` and
   removing ``q`` from that row's ``H⁻¹`` by OBC's Lemma 1 (row and column removal):
   ``H⁻¹ ← H⁻¹ - H⁻¹[:, q] H⁻¹[q, :] / [H⁻¹]_qq``. ``H⁻¹`` is kept per row, as in OBC.
@@ -66,8 +66,8 @@ Simplifications (said plainly):
   (seeded by ``seed``), as the papers do to save memory.
 * Removing channel ``c`` of layer *i* means removing it from layer *i+1*'s input, as in the
   papers (the filter goes, the next layer's slice goes). A mask on layer *i*'s weight alone
-  leaves a following BatchNorm's shift in place; so :func:`thinet_prune` and
-  :func:`lasso_channel_prune` mask both layer *i*'s filters and layer *i+1*'s input slices.
+  leaves a following BatchNorm's shift in place; so :func:`~prunekit.methods.after.reconstruction.thinet_prune` and
+  :func:`~prunekit.methods.after.reconstruction.lasso_channel_prune` mask both layer *i*'s filters and layer *i+1*'s input slices.
 * He et al.: the paper starts from ``λ = 0``, increases ``λ`` gradually and, for each ``λ``,
   alternates the β-step (Eq. 3) and the W-step (Eq. 4) until ``||β||_0`` is stable, with
   ``||W_i||_F = 1``. Here ``W`` stays at the trained weights during the selection (no
@@ -88,6 +88,7 @@ Simplifications (said plainly):
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 from typing import Iterable
@@ -99,11 +100,14 @@ from torch import nn
 from .._validate import check_model
 from ..allocation import check_sparsity
 from ..core.targets import Target, effective, find_targets
-from . import register
+from .registry import register
 from ._common import check_batches, check_choice, check_optional_count, forward_with_hooks, preserved
 
 __all__ = ["thinet", "lasso_channel", "obs", "contribution_gram", "thinet_order", "thinet_scaling", "lasso_order",
-           "lasso_select", "next_layers", "thinet_prune", "lasso_channel_prune", "obs_prune_layer", "obs_prune"]
+           "lasso_select", "next_layers"]
+
+#: procedures that moved to :mod:`prunekit.methods.after.reconstruction` (they modify the model)
+_MOVED = ("thinet_prune", "lasso_channel_prune", "obs_prune", "obs_prune_layer")
 
 _ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
                         nn.Hardswish, nn.Hardtanh, nn.Mish, nn.Dropout, nn.Identity)
@@ -542,10 +546,6 @@ def lasso_channel(model: nn.Module, targets: list[Target], data: Iterable, *, ba
 
 # ------------------------------------------------------- pruning one layer's channels
 
-def _n_remove(sparsity: float, c: int) -> int:
-    return min(round(sparsity * c), c - 1)  # as make_masks (channel granularity, one channel kept)
-
-
 def _layer_arguments(model, layer, sparsity, data) -> tuple[Target, float]:
     """The checks every one-layer prune function starts with: the layer's target and the sparsity."""
     check_model(model)
@@ -577,97 +577,9 @@ def contribution_gram(model: nn.Module, layer: str, data: Iterable, *, batches: 
                       locations: int | None = None, seed: int = 0) -> tuple[torch.Tensor, str]:
     """``(G, name of layer i+1)`` for the weight ``layer``: ``G[c, c'] = sum x̂_c x̂_c'`` over every
     (sampled) entry of layer *i+1*'s output, float64 ``[C, C]``; what ThiNet and the LASSO work on.
-    The model is not modified; errors as :func:`thinet_prune` (without ``sparsity``)."""
+    The model is not modified; errors as :func:`~prunekit.methods.after.reconstruction.thinet_prune` (without ``sparsity``)."""
     _, _, consumer, _, q, w3 = _prepare(model, layer, 0.0, data, batches, locations, seed)
     return _gram_from_q(w3, q), consumer
-
-
-def _masks_for(t: Target, consumer: str, module: nn.Module, keep: list[int]) -> dict[str, torch.Tensor]:
-    c = t.shape[0]
-    kept = torch.zeros(c, dtype=torch.bool)
-    kept[keep] = True
-    own = kept.reshape((c,) + (1,) * (len(t.shape) - 1)).expand(t.shape).clone()
-    w = module.weight_orig if hasattr(module, "weight_mask") else module.weight
-    cols = kept.reshape(1, c, 1).expand(w.shape[0], c, w[0].numel() // c).reshape(w.shape).clone()
-    dev = t.parameter.device
-    return {t.name: own.to(dev), consumer + ".weight": cols.to(w.device)}
-
-
-def _write_consumer(module: nn.Module, new_w3: torch.Tensor) -> None:
-    w = module.weight_orig if hasattr(module, "weight_mask") else module.weight
-    with torch.no_grad():
-        w.copy_(new_w3.reshape(w.shape).to(w.dtype))
-
-
-def _apply(model, masks):
-    from ..core.masks import apply_masks
-
-    apply_masks(model, masks)
-
-
-def thinet_prune(model: nn.Module, layer: str, sparsity: float, data: Iterable, *, batches: int | None = None,
-                 locations: int | None = None, seed: int = 0, rescale: bool = True) -> dict[str, torch.Tensor]:
-    """ThiNet on one layer, in place: remove ``round(sparsity * C)`` output channels of ``layer``
-    (a weight name such as ``"features.0.weight"``) by Algorithm 1 on ``data``, then (``rescale``)
-    scale the kept channels' weights in layer *i+1* by the least-squares ``ŵ`` of Eq. 6.
-
-    Masks layer *i*'s removed filters and layer *i+1*'s matching input slices (so the removed
-    channels contribute nothing, exactly as in the paper) with :func:`prunekit.apply_masks`, and
-    returns those two masks ``{name: bool tensor}``. Raises ``ValueError`` (model untouched) for a
-    sparsity outside [0, 1), an unknown layer, missing data or a layer without a next layer.
-    """
-    t, sparsity, consumer, module, q, w3 = _prepare(model, layer, sparsity, data, batches, locations, seed)
-    gram = _gram_from_q(w3, q)
-    c = t.shape[0]
-    removed = thinet_order(gram, _n_remove(sparsity, c))
-    keep = [i for i in range(c) if i not in removed]
-    masks = _masks_for(t, consumer, module, keep)
-    new = w3.clone()
-    new[:, removed] = 0
-    if rescale and keep:
-        scale = thinet_scaling(gram, keep)
-        new[:, keep] = new[:, keep] * scale.to(new.device).reshape(1, -1, 1)
-    _write_consumer(module, new)
-    _apply(model, masks)
-    return masks
-
-
-def lasso_channel_prune(model: nn.Module, layer: str, sparsity: float, data: Iterable, *,
-                        batches: int | None = None, locations: int | None = None, seed: int = 0,
-                        reconstruct: bool = True) -> dict[str, torch.Tensor]:
-    """He et al. 2017 on one layer, in place: keep ``C - round(sparsity * C)`` channels of ``layer``
-    chosen by the LASSO on ``β`` (bisection on ``λ``, :func:`lasso_select`), then (``reconstruct``)
-    re-fit layer *i+1*'s weights on the kept channels by least squares,
-    ``W' = argmin ||Y - X_S W'ᵀ||²_F`` with ``Y`` the original output (bias excluded).
-
-    The LASSO has no intercept, as the paper's Eq. 3; the authors' released code uses
-    scikit-learn's default ``fit_intercept=True``, which can select other channels.
-    Masks and returns masks as :func:`thinet_prune` does; same errors.
-    """
-    t, sparsity, consumer, module, q, w3 = _prepare(model, layer, sparsity, data, batches, locations, seed)
-    gram = _gram_from_q(w3, q)
-    c = t.shape[0]
-    keep, _, _ = lasso_select(gram, c - _n_remove(sparsity, c))
-    removed = [i for i in range(c) if i not in keep]
-    masks = _masks_for(t, consumer, module, keep)
-    new = w3.clone()
-    new[:, removed] = 0
-    if reconstruct and keep:
-        new[:, keep] = _least_squares(q, w3, keep)
-    _write_consumer(module, new)
-    _apply(model, masks)
-    return masks
-
-
-def _least_squares(q: torch.Tensor, w3: torch.Tensor, keep: list[int]) -> torch.Tensor:
-    """``argmin_W' ||P Wᵀ - P_S W'ᵀ||²`` from ``Q = PᵀP``: ``Q_SS W'ᵀ = Q_S: Wᵀ``; returns ``[out, |S|, K]``."""
-    o, c, k = w3.shape
-    idx = torch.tensor([ch * k + j for ch in keep for j in range(k)], dtype=torch.long)
-    q, wf = q.detach().to("cpu", torch.float64), w3.detach().to("cpu", torch.float64).reshape(o, c * k)
-    a = q[idx][:, idx]
-    b = q[idx] @ wf.T
-    sol = torch.linalg.lstsq(a, b, driver="gelsd").solution  # [|S| k, out]
-    return sol.T.reshape(o, len(keep), k).to(w3.device)
 
 
 # --------------------------------------------------------------------------------- OBS
@@ -706,90 +618,12 @@ def obs(model: nn.Module, targets: list[Target], data: Iterable, *, batches: int
     return out
 
 
-def obs_prune_layer(weight: torch.Tensor, inputs: torch.Tensor, sparsity: float, *, damp: float = 0.01,
-                    scope: str = "row") -> tuple[torch.Tensor, torch.Tensor]:
-    """OBS on one layer: prune ``weight`` (``[out, in]``, or ``[out, ...]`` flattened to ``in``) one
-    weight at a time, given the layer's ``inputs`` ``[rows, in]`` (a conv's im2col patches).
-
-    ``H = 2 XᵀX + damp * mean(diag) * I``; each step removes the remaining weight with the least
-    ``w_q² / (2 [H⁻¹]_qq)`` (per row with ``scope="row"``: ``round(sparsity * in)`` per row; over
-    the whole layer with ``scope="layer"``: ``round(sparsity * numel)``), updates its row by
-    ``δw = -w_q / [H⁻¹]_qq · H⁻¹[:, q]`` and downdates that row's ``H⁻¹``. Returns
-    ``(new_weight, mask)`` (bool, True = kept), ``weight``'s shape and dtype; inputs untouched.
-    With ``damp=0`` and a full-rank ``X`` the kept weights of each row are the exact
-    least-squares fit of the original row's output (each OBS step is).
-
-    >>> w = torch.tensor([[1.0, 0.1, -2.0]])
-    >>> x = torch.eye(3)
-    >>> obs_prune_layer(w, x, 1 / 3, damp=0)[1].tolist()
-    [[True, False, True]]
-    """
-    sparsity = check_sparsity(sparsity)
-    damp = _check_damp(damp)
-    scope = check_choice("scope", scope, ("row", "layer"))
-    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
-        raise ValueError("weight must be a tensor [out, in] (or [out, ...] flattened to in)")
-    w = weight.detach().to("cpu", torch.float64).reshape(weight.shape[0], -1).clone()
-    o, n = w.shape
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 2 or inputs.shape[1] != n:
-        raise ValueError(f"inputs must be a tensor [rows, {n}] (the layer's input rows), got "
-                         f"{tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__}")
-    x = inputs.detach().to("cpu", torch.float64)
-    h = 2 * x.T @ x
-    d = float(torch.diagonal(h).mean())
-    h = h + (damp * d if d > 0 else damp) * torch.eye(n, dtype=torch.float64)
-    hinv0 = torch.linalg.inv(h) if damp > 0 else torch.linalg.pinv(h, hermitian=True)
-    hinv = hinv0.unsqueeze(0).repeat(o, 1, 1)  # one H⁻¹ per row (rows lose different weights)
-    mask = torch.ones(o, n, dtype=torch.bool)
-
-    def remove(r: int, qi: int) -> None:
-        hi = hinv[r]
-        hqq = hi[qi, qi]
-        w[r] -= w[r, qi] / hqq * hi[:, qi]
-        w[r, qi] = 0.0
-        hinv[r] = hi - torch.outer(hi[:, qi], hi[qi, :]) / hqq
-        mask[r, qi] = False
-
-    def saliency(r: int) -> torch.Tensor:
-        dg = torch.diagonal(hinv[r]).clamp(min=torch.finfo(torch.float64).tiny)
-        s = w[r].pow(2) / (2 * dg)
-        s[~mask[r]] = math.inf
-        return s
-
-    if scope == "row":
-        k = min(round(sparsity * n), n)
-        for r in range(o):
-            for _ in range(k):
-                remove(r, int(torch.argmin(saliency(r))))
-    else:
-        k = round(sparsity * o * n)
-        sal = torch.stack([saliency(r) for r in range(o)])
-        for _ in range(k):
-            flat = int(torch.argmin(sal))
-            r, qi = divmod(flat, n)
-            remove(r, qi)
-            sal[r] = saliency(r)
-    return w.reshape(weight.shape).to(weight.device, weight.dtype), mask.reshape(weight.shape).to(weight.device)
-
-
-def obs_prune(model: nn.Module, layer: str, sparsity: float, data: Iterable, *, batches: int | None = None,
-              damp: float = 0.01, scope: str = "row") -> dict[str, torch.Tensor]:
-    """:func:`obs_prune_layer` on the layer whose weight is ``layer``, in place, with its inputs
-    collected on ``data``: the weight is replaced by the OBS-updated one and masked; returns
-    ``{layer: mask}``. For the layer's inputs only ``XᵀX`` is needed, so ``inputs`` here is a
-    square root of it (same ``H``). Errors as :func:`thinet_prune`."""
-    t, sparsity = _layer_arguments(model, layer, sparsity, data)
-    batches, damp = check_batches(batches), _check_damp(damp)
-    check_choice("scope", scope, ("row", "layer"))
-    _obs_layer_ok(t)
-    with preserved(model):
-        model.eval()
-        stats = _collect(model, data, batches, {"x": (t.module, "inputs")})
-    q = stats["x"]["stat"] / max(stats["x"]["n"], 1)
-    e, u = torch.linalg.eigh((q + q.T) / 2)
-    root = torch.sqrt(e.clamp(min=0)).unsqueeze(1) * u.T  # rootᵀ root = Q
-    new, mask = obs_prune_layer(t.tensor.detach(), root, sparsity, damp=damp, scope=scope)
-    with torch.no_grad():
-        t.parameter.copy_(new.to(t.parameter.dtype))
-    _apply(model, {t.name: mask.to(t.parameter.device)})
-    return {t.name: mask}
+def __getattr__(name: str):
+    """The procedures moved to :mod:`prunekit.methods.after.reconstruction` (kept here one release)."""
+    if name in _MOVED:
+        warnings.warn(f"prunekit.criteria.reconstruction.{name} has moved to prunekit.methods.after.reconstruction "
+                      "(a procedure that modifies the model, not a criterion); the old path is kept for one release",
+                      DeprecationWarning, stacklevel=2)
+        # a deprecation shim, outside the layers (the layering test does not see importlib)
+        return getattr(importlib.import_module("prunekit.methods.after.reconstruction"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

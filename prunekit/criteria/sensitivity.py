@@ -61,12 +61,14 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..core.targets import Target
-from . import register
+from ..core.targets import Target, find_targets
+from .registry import register
 from ._common import (
     batch_size, check_batches, check_choice, check_loss_fn, check_positive_int, forward_loss, grads,
-    iter_batches, model_device, per_channel, sample, summed_over_batches, weight_leaves,
+    iter_batches, model_device, per_channel, preserved, sample, summed_over_batches, weight_leaves,
 )
+
+__all__ = ["taylor", "taylor_channel", "snip", "grasp", "obd", "hessian_diagonal"]
 
 
 def _check_common(batches, loss_fn):
@@ -209,8 +211,6 @@ def hessian_diagonal(model: nn.Module, data: Iterable, *, hessian: str = "exact"
 
     Equals ``2 * obd / w**2`` wherever ``w != 0``, and is also defined where ``w == 0``.
     """
-    from ..core.targets import find_targets
-    from ._common import preserved
 
     batches, loss_fn = _check_common(batches, loss_fn)
     check_choice("hessian", hessian, ("fisher", "exact", "hutchinson"))

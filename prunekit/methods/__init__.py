@@ -7,8 +7,11 @@
 """
 
 from . import after, before, during, learned, runtime
+from .after import lasso_channel_prune, obs_prune, obs_prune_layer, thinet_prune
+from .before import prune_random, prune_synflow
+from .during import DynamicSparsity, GradualPruner, new_connections, rigl_update, set_update
 from .learned.mask_learning import HC_HIGH, HC_LOW, HC_TEMPERATURE, HardConcreteGates, STEChannelMasks, train_l0_gates, train_ste_masks
-from .learned.amc import AMCPolicy, amc_search
+from .learned.amc import AMCPolicy, amc_search, reinforce
 from .learned.gnn import GNNPolicy, LayerGNN, gnn_ratios, gnn_search
 from .learned.metapruning import PruningNet, evolutionary_search, metapruning_search, train_pruningnet
 from .learned.regularization import (bn_gammas, bn_l1_penalty, channel_masks, group_lasso_penalty, l1_penalty,
@@ -16,9 +19,12 @@ from .learned.regularization import (bn_gammas, bn_l1_penalty, channel_masks, gr
 from .learned.search_space import SearchResult, SearchSpace, apply_ratios, as_batch
 
 __all__ = [
+    "after", "before", "during", "learned", "runtime",
+    "prune_synflow", "prune_random", "GradualPruner", "DynamicSparsity", "rigl_update", "set_update",
+    "new_connections", "thinet_prune", "lasso_channel_prune", "obs_prune", "obs_prune_layer",
     "l1_penalty", "group_lasso_penalty", "bn_l1_penalty", "bn_gammas", "network_slimming", "channel_masks",
     "HardConcreteGates", "train_l0_gates", "STEChannelMasks", "train_ste_masks", "HC_TEMPERATURE", "HC_LOW", "HC_HIGH",
-    "SearchSpace", "SearchResult", "apply_ratios", "as_batch", "amc_search", "AMCPolicy",
+    "SearchSpace", "SearchResult", "apply_ratios", "as_batch", "amc_search", "AMCPolicy", "reinforce",
     "PruningNet", "train_pruningnet", "evolutionary_search", "metapruning_search",
     "LayerGNN", "GNNPolicy", "gnn_search", "gnn_ratios",
 ]

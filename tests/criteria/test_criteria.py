@@ -6,13 +6,6 @@ import prunekit as pk
 from helpers import assert_untouched, snapshot, tiny_cnn
 
 
-def test_available_describes_each_criterion():
-    avail = pk.criteria.available()
-    assert {"magnitude", "random"} <= set(avail)
-    for c in avail.values():
-        assert c.description and c.needs_data in (True, False)
-
-
 def test_magnitude_is_abs_of_effective_weight():
     model = tiny_cnn()
     snap = snapshot(model)

@@ -146,8 +146,10 @@ def test_data_free_user_criterion_and_case_insensitive_names(registry):
     a, b = pk.score(model, "SQUARED"), pk.score(model, "magnitude")
     assert all(torch.equal(torch.argsort(a[n].flatten()), torch.argsort(b[n].flatten()))
                for n in a)
-    # registering the name again replaces the function
-    api.register("squared", description="minus w^2")(
+    # registering the name again replaces the function only with replace=True
+    with pytest.raises(ValueError, match="already registered"):
+        api.register("squared", description="minus w^2")
+    api.register("squared", description="minus w^2", replace=True)(
         lambda model, targets: {t.name: -t.tensor.detach() ** 2 for t in targets})
     assert torch.all(pk.score(model, "squared")["0.weight"] <= 0)
 

@@ -1,11 +1,11 @@
-"""SynFlow: closed form on a linear chain, the conservation law, and the iterative schedule."""
+"""The SynFlow score: closed form on a linear chain and the conservation law (the iterative
+procedure prune_synflow is tested in tests/methods/test_synflow_prune.py)."""
 
 import pytest
 import torch
 from torch import nn
 
 import prunekit as pk
-from prunekit.criteria.synflow import prune_synflow
 from prunekit.models import MLP, SmallCNN
 from helpers import assert_untouched, snapshot
 
@@ -71,52 +71,3 @@ def test_synflow_on_cnn_needs_example_inputs_and_uses_bn_in_eval_mode():
              "classifier.2.weight": "8.weight", "classifier.4.weight": "10.weight"}
     for n, m in pairs.items():
         torch.testing.assert_close(s[n], p[m] * k ** 2, rtol=1e-5, atol=0)
-
-
-def test_prune_synflow_reaches_the_sparsity_with_the_exponential_schedule(monkeypatch):
-    torch.manual_seed(0)
-    model = MLP(16, (32, 32), 4)
-    seen = []
-    import prunekit.pipeline as pruning
-    real = pruning.make_masks
-
-    def spy(scores, sparsity, **kw):
-        seen.append(sparsity)
-        return real(scores, sparsity, **kw)
-
-    monkeypatch.setattr(pruning, "make_masks", spy)
-    masks = prune_synflow(model, 0.9, iterations=4)
-    assert seen == pytest.approx([1 - 0.1 ** (k / 4) for k in range(1, 5)])
-    total = sum(m.numel() for m in masks.values())
-    pruned = sum(int((~m).sum()) for m in masks.values())
-    assert pruned == round(0.9 * total)
-    assert torch.equal(pk.get_masks(model)["fc1.weight"], masks["fc1.weight"])
-
-
-def test_prune_synflow_one_iteration_is_one_shot_synflow():
-    torch.manual_seed(0)
-    a, b = MLP(16, (16,), 4), MLP(16, (16,), 4)
-    b.load_state_dict(a.state_dict())
-    ma = prune_synflow(a, 0.5, iterations=1)
-    mb = pk.prune(b, 0.5, criterion="synflow")
-    assert all(torch.equal(ma[n], mb[n]) for n in ma)
-
-
-def test_iterative_synflow_avoids_layer_collapse():
-    """At extreme sparsity every layer keeps some weights (Tanaka et al.'s motivation)."""
-    torch.manual_seed(0)
-    model = MLP(64, (256, 16), 10)
-    masks = prune_synflow(model, 0.995, iterations=20)
-    assert all(int(m.sum()) > 0 for m in masks.values())
-
-
-def test_prune_synflow_validates_before_touching_the_model():
-    model = SmallCNN(widths=(4,), hidden=None)
-    snap = snapshot(model)
-    with pytest.raises(ValueError, match="sparsity"):
-        prune_synflow(model, 1.0, example_inputs=torch.randn(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="iterations"):
-        prune_synflow(model, 0.5, iterations=0, example_inputs=torch.randn(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="example_inputs"):
-        prune_synflow(model, 0.5)
-    assert_untouched(model, snap)

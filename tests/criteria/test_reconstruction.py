@@ -10,9 +10,9 @@ from torch import nn
 
 import prunekit as pk
 from helpers import assert_untouched, snapshot
-from prunekit.criteria.reconstruction import (contribution_gram, lasso_channel_prune, lasso_order, lasso_select, next_layers,
-                                              obs_prune, obs_prune_layer, thinet_order, thinet_prune,
-                                              thinet_scaling)
+from prunekit.criteria.reconstruction import (contribution_gram, lasso_order, lasso_select, next_layers,
+                                              thinet_order, thinet_scaling)
+from prunekit.methods.after.reconstruction import lasso_channel_prune, obs_prune, obs_prune_layer, thinet_prune
 from prunekit.models import SmallCNN
 
 torch.set_num_threads(1)
@@ -321,17 +321,17 @@ def test_obs_on_a_conv_equals_obs_on_the_equivalent_linear():
     torch.testing.assert_close(a.reshape(3, 18), b, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("scope", ["row", "layer"])
+@pytest.mark.parametrize("scope", ["row", "matrix"])
 def test_obs_beats_magnitude_and_the_bare_mask_and_refits_by_least_squares(scope):
     torch.manual_seed(11)
     x = torch.randn(60, 10, dtype=torch.float64) @ torch.randn(10, 10, dtype=torch.float64)  # correlated inputs
     w = torch.randn(4, 10, dtype=torch.float64)
-    new, mask = obs_prune_layer(w, x, 0.5, damp=0, scope=scope)
+    new, mask = obs_prune_layer(w, x, 0.5, damp=0, mode=scope)
     assert int((~mask).sum()) == 20
     if scope == "row":
         assert ((~mask).sum(1) == 5).all()
     err = lambda v: float((x @ w.T - x @ v.T).pow(2).sum())  # noqa: E731
-    mag = w.abs() > w.abs().flatten().kthvalue(20).values if scope == "layer" else \
+    mag = w.abs() > w.abs().flatten().kthvalue(20).values if scope == "matrix" else \
         w.abs() >= w.abs().sort(1).values[:, 5:6]
     assert err(new) <= err(w * mask) + 1e-9
     assert err(new) <= err(w * mag)

@@ -90,11 +90,24 @@ def test_bn_l1_penalty_value_and_gradient_is_lambda_sign_gamma():
     assert model.features[0].weight.grad is None
 
 
-def test_penalties_work_as_train_regularizer(digits_img):
+@pytest.mark.parametrize("penalty", [functools.partial(bn_l1_penalty, strength=0.5),
+                                     functools.partial(l1_penalty, strength=1e-3),
+                                     functools.partial(group_lasso_penalty, strength=1e-2)],
+                         ids=["bn_l1", "l1", "group_lasso"])
+def test_penalties_work_as_train_regularizer(digits_img, penalty):
+    """The loss train() reports is the cross-entropy plus the penalty, on the first batch."""
+    loader = digits_img[0]
     model = cnn()
-    hist = pk.train.train(model, digits_img[0], epochs=1, progress=False,
-                          regularizer=functools.partial(bn_l1_penalty, strength=1e-4))
-    assert len(hist) == 1 and hist[0]["loss"] > 0
+    ref = copy.deepcopy(model).train()
+    pk.train.set_seed(0, loader)
+    x, y = next(iter(loader))
+    with torch.no_grad():
+        ce = float(nn.functional.cross_entropy(ref(x), y))
+        expected = ce + float(penalty(ref))
+    seen = []
+    pk.train.train(model, loader, steps=1, seed=0, progress=False, regularizer=penalty,
+                   callback=lambda info: seen.append(info.loss))
+    assert seen == [pytest.approx(expected, rel=1e-5)] and expected > ce + 1e-3
 
 
 def test_bn_l1_penalty_needs_batchnorm():
@@ -350,3 +363,18 @@ def test_l0_keep_exact_gives_exact_channel_count(trained_mlp, digits_flat):
     masks = gates.apply(keep=keep)
     assert int(masks["fc1.bias"].sum() + masks["fc2.bias"].sum()) == 96 - round(0.6 * 96)
     assert pk.train.evaluate(model, digits_flat[1]) > 0.85
+
+
+def test_apply_returns_the_masks_on_the_model_over_earlier_masks(trained_mlp, digits_flat):
+    """train_ste_masks(apply=True) and train_l0_gates(apply=True) report the masks now applied."""
+    for run in (lambda m: train_ste_masks(m, digits_flat[0], 0.5, steps=3, apply=True),
+                lambda m: train_l0_gates(m, digits_flat[0], 0.5, steps=3, apply=True)):
+        model = copy.deepcopy(trained_mlp)
+        earlier = pk.prune(model, 0.3, "random", scope="layer")
+        _, hist = run(model)
+        on_model = pk.get_masks(model)
+        assert {"fc1.weight", "fc2.weight"} <= set(hist["masks"]) and set(hist["masks"]) & set(earlier)
+        for name, mask in hist["masks"].items():
+            assert torch.equal(mask, on_model[name]), name
+            if name in earlier:
+                assert not (mask & ~earlier[name]).any(), name      # earlier pruning stays

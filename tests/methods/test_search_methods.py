@@ -4,14 +4,15 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import prunekit as pk
 from prunekit.methods.learned.amc import amc_search
 from prunekit.methods.learned.gnn import GNNPolicy, LayerGNN, gnn_ratios, gnn_search
-from prunekit.methods.learned.metapruning import (PruningNet, evolutionary_search, metapruning_search, train_pruningnet,
-                                          width_choices)
+from prunekit.methods.learned.metapruning import (Architecture, PruningNet, architecture_of, evolutionary_search,
+                                                  metapruning_search, train_pruningnet, width_choices)
 from prunekit.methods.learned.search_space import SearchSpace, apply_ratios, as_batch
 
 from helpers import assert_untouched, snapshot, tiny_cnn
@@ -170,7 +171,8 @@ def test_pruningnet_generates_exactly_the_requested_shapes(data):
 
 def test_pruningnet_training_lowers_loss_and_build_matches(digits):
     torch.manual_seed(0)
-    net = PruningNet(1, (16, 32, 64), 64, 10, meta_hidden=32)
+    net = PruningNet(1, (16, 32, 64), 64, 10, meta_hidden=32,
+                     make=lambda widths, hidden: pk.models.SmallCNN(1, 10, widths, hidden))
     x, y = digits[0].dataset.tensors
     losses = train_pruningnet(net, (x, y), 100, lr=3e-3, seed=0, progress=False)
     assert sum(losses[-10:]) / 10 < 0.75 * sum(losses[:10]) / 10
@@ -206,6 +208,75 @@ def test_metapruning_end_to_end_is_deterministic(cnn, digits):
     b = metapruning_search(cnn, DIGIT, digits[0], seed=0, **kw)
     assert a.history == b.history and a.extra["train_losses"] == b.extra["train_losses"]
     assert a.best_mac_fraction <= 0.5
+
+
+def sequential_cnn(widths=(8, 16, 16), hidden=16):
+    """A CNN of MetaPruning's family that is not the book's SmallCNN: one flat nn.Sequential."""
+    layers, c = [], 1
+    for w in widths:
+        layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
+        c = w
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, hidden), nn.ReLU(), nn.Linear(hidden, 10)]
+    return nn.Sequential(*layers)
+
+
+def sequential_architecture(widths=(8, 16, 16), hidden=16):
+    return Architecture(1, widths, hidden, 10, ("0", "4", "8", "14"),
+                        lambda w, h: sequential_cnn(w, h))
+
+
+def test_metapruning_works_on_a_model_described_by_the_caller(digits, batch):
+    """No SmallCNN: the caller's Architecture names the layers and makes the built model."""
+    torch.manual_seed(0)
+    model = sequential_cnn()
+    kw = dict(budget=0.5, steps=15, generations=2, population=6, top_k=2, meta_hidden=8, progress=False)
+    res = metapruning_search(model, DIGIT, digits[0], seed=0, architecture=sequential_architecture(), **kw)
+    ref = metapruning_search(pk.models.SmallCNN(1, 10, (8, 16, 16), 16), DIGIT, digits[0], seed=0, **kw)
+    assert res.history == ref.history
+    assert res.extra["train_losses"] == ref.extra["train_losses"]   # the same PruningNet, trained the same way
+    net, calib, kept = res.extra["pruningnet"], res.extra["calibration"], res.extra["best_kept"]
+    built = net.build(kept, calib)
+    assert isinstance(built, nn.Sequential) and [built[i].out_channels for i in (0, 4, 8)] == kept[:3]
+    with torch.no_grad():
+        torch.testing.assert_close(built(batch[0][:16]), net(batch[0][:16], kept, net.calibrate(kept, calib)),
+                                   atol=1e-4, rtol=1e-4)
+
+
+def test_smallcnn_supplies_its_architecture():
+    cnn = pk.models.SmallCNN(1, 10, (8, 16, 16), 16)
+    arch = cnn.pruningnet_architecture()
+    assert architecture_of(cnn).layers == arch.layers and architecture_of(cnn, arch) is arch
+    assert arch.layers == ("features.0", "features.4", "features.8", "classifier.2")
+    assert (arch.in_channels, arch.widths, arch.hidden, arch.num_classes) == (1, (8, 16, 16), 16, 10)
+    small = arch.make((2, 3, 4), 5)
+    assert isinstance(small, pk.models.SmallCNN) and small.widths == (2, 3, 4) and small.hidden == 5
+    assert SearchSpace(cnn, DIGIT).names == arch.layers
+
+
+def test_architecture_mismatches_are_refused(digits):
+    model = sequential_cnn()
+    wrong = Architecture(1, (8, 16, 16), 16, 10, ("0", "4", "8", "12"), sequential_cnn)
+    with pytest.raises(ValueError, match=r"layers \['0', '4', '8', '14'\].*names \['0', '4', '8', '12'\]"):
+        metapruning_search(model, DIGIT, digits[0], steps=1, architecture=wrong, progress=False)
+    with pytest.raises(ValueError, match="layers must be a tuple of 4"):
+        Architecture(1, (8, 16, 16), 16, 10, ("0", "4", "8"))
+    with pytest.raises(TypeError, match="architecture must be"):
+        metapruning_search(model, DIGIT, digits[0], architecture={"widths": (8,)}, progress=False)
+    net = PruningNet(1, (4, 8), None, 10, meta_hidden=4, make=lambda w, h: sequential_cnn((4, 8, 8), 16))
+    with pytest.raises(ValueError, match="make.*built a Sequential"):
+        net.build([2, 3], torch.zeros(4, 1, 8, 8))
+    with pytest.raises(ValueError, match="needs the PruningNet's make"):
+        PruningNet(1, (4, 8), None, 10, meta_hidden=4).build([2, 3], torch.zeros(4, 1, 8, 8))
+
+
+@pytest.mark.parametrize("kwargs, word", [({"population": 1}, "population"), ({"top_k": 1}, "top_k"),
+                                          ({"mutation_prob": 1.5}, "mutation_prob"), ({"lr": 0}, "lr"),
+                                          ({"levels": 0}, "levels"), ({"batch_size": 0}, "batch_size")])
+def test_metapruning_checks_every_argument_before_training(cnn, digits, kwargs, word, monkeypatch):
+    import prunekit.methods.learned.metapruning as mp
+    monkeypatch.setattr(mp, "train_pruningnet", lambda *a, **k: pytest.fail("trained before checking"))
+    with pytest.raises(ValueError, match=word):
+        metapruning_search(cnn, DIGIT, digits[0], progress=False, **kwargs)
 
 
 # --------------------------------------------------------------------------- GNN
@@ -360,7 +431,7 @@ def test_bad_episodes_layers_ratios(cnn, batch, space):
         space.kept([0.1, 1.0, 0.1, 0.1])
     with pytest.raises(ValueError, match="budget"):  # unreachable: even max_ratio everywhere is too many MACs
         amc_search(cnn, DIGIT, batch, budget=0.01, episodes=2, progress=False)
-    with pytest.raises(TypeError, match="SmallCNN"):
+    with pytest.raises(TypeError, match="architecture=.*pruningnet_architecture"):
         metapruning_search(pk.zoo.load("mlp-digits"), torch.zeros(1, 64), pk.zoo.loaders("mlp-digits")[0],
                            progress=False)
     assert_untouched(cnn, snap)
@@ -370,3 +441,28 @@ def test_layers_restricts_the_search(cnn, batch):
     res = amc_search(cnn, DIGIT, batch, budget=0.8, episodes=3, layers=["features.4", "features.8"], progress=False)
     assert res.names == ("features.4", "features.8") and len(res.best_ratios) == 2
     assert not math.isnan(res.best_reward)
+
+
+def test_reinforce_is_public_validated_and_is_amc_search(cnn, batch):
+    """pk.methods.reinforce with an AMCPolicy reproduces amc_search; bad arguments are refused first."""
+    from prunekit.methods import AMCPolicy, reinforce
+
+    kw = dict(budget=0.6, episodes=4, max_ratio=0.8, lr=1e-3, sigma=0.5, sigma_decay=0.99, sigma_min=0.02,
+              baseline_momentum=0.95, seed=0, progress=False)
+    ref = amc_search(cnn, DIGIT, batch, **kw)
+    space = SearchSpace(cnn, DIGIT)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        policy = AMCPolicy(max_ratio=0.8)
+    res = reinforce(space, policy, lambda t, s: policy(s), batch, method="amc", **kw)
+    assert res.history == ref.history and res.best_ratios == ref.best_ratios
+    bad = [({"space": cnn}, TypeError, "space"), ({"policy": lambda s: s}, TypeError, "policy"),
+           ({"mean_fn": 3}, TypeError, "mean_fn"), ({"method": ""}, TypeError, "method"),
+           ({"episodes": 0}, ValueError, "episodes"), ({"sigma_min": -1.0}, ValueError, "sigma_min"),
+           ({"baseline_momentum": 1.0}, ValueError, "baseline_momentum"), ({"batch": batch[0]}, TypeError, "batch"),
+           ({"progress": "no"}, TypeError, "progress")]
+    for change, exc, word in bad:
+        args = {"space": space, "policy": policy, "mean_fn": lambda t, s: policy(s), "batch": batch,
+                "method": "amc", **kw, **change}
+        with pytest.raises(exc, match=word):
+            reinforce(**args)

@@ -7,3 +7,5 @@
 * :mod:`.metapruning` -- a PruningNet that generates weights for any widths + evolutionary search;
 * :mod:`.gnn` -- a graph neural network over the layer graph that predicts the ratios (AGMC-style).
 """
+
+__all__ = ["amc", "gnn", "mask_learning", "metapruning", "regularization", "search_space"]

@@ -107,7 +107,33 @@ def reinforce(space: SearchSpace, policy: nn.Module, mean_fn: Callable[[int, tor
               batch: tuple[torch.Tensor, torch.Tensor], *, method: str, budget: float, episodes: int,
               max_ratio: float, lr: float, sigma: float, sigma_decay: float, sigma_min: float,
               baseline_momentum: float, seed: int, progress: bool) -> SearchResult:
-    """The REINFORCE loop shared by AMC and the GNN policy (see the module docstring)."""
+    """The REINFORCE loop shared by AMC and the GNN policy (see the module docstring), public for
+    policies and rewards of your own.
+
+    ``space`` is a :class:`~prunekit.methods.learned.search_space.SearchSpace` (subclass it to
+    change the reward, e.g. ``accuracy - 0.5 * mac_fraction``); ``policy`` the ``nn.Module``
+    whose parameters Adam trains (``lr``); ``mean_fn(t, state)`` the policy's mean ratio for
+    layer ``t`` as a 0-dim tensor with a graph (for :class:`AMCPolicy`:
+    ``lambda t, state: policy(state)``); ``batch`` the ``(inputs, targets)`` reward batch;
+    ``method`` the name recorded in the result. The other arguments are those of
+    :func:`amc_search`. Every argument is checked (``TypeError``/``ValueError``) before the
+    first episode. Returns a :class:`SearchResult` as :func:`amc_search` does.
+    """
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"space must be a SearchSpace, got {type(space).__name__}")
+    if not isinstance(policy, nn.Module) or not any(p.requires_grad for p in policy.parameters()):
+        raise TypeError(f"policy must be an nn.Module with trainable parameters, got {type(policy).__name__}")
+    if not callable(mean_fn):
+        raise TypeError(f"mean_fn must be a callable mean_fn(t, state) -> 0-dim tensor, got {type(mean_fn).__name__}")
+    if not isinstance(method, str) or not method:
+        raise TypeError(f"method must be a non-empty string (the name recorded in the result), got {method!r}")
+    budget, episodes, max_ratio, lr, sigma, sigma_decay, seed = check_search_args(
+        policy, budget, episodes, max_ratio, lr, sigma, sigma_decay, seed)
+    sigma_min = check_fraction("sigma_min", sigma_min, 0.0, float("inf"))
+    baseline_momentum = check_fraction("baseline_momentum", baseline_momentum)
+    batch = check_batch(batch)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
     limit = space.check_reachable(budget, max_ratio)
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)

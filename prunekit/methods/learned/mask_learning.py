@@ -43,9 +43,11 @@ from torch import nn
 from ..._validate import check_int, check_model, check_nonneg, check_positive
 from ...allocation import allocate, check_scope, check_sparsity
 from ...criteria._common import following_batchnorm, module_names
-from ...core.masks import apply_masks
+from ...core.masks import apply_masks, get_masks
 from ...core.targets import Target, find_targets
+from ...train import StepInfo, set_seed, train
 from .regularization import _row_norms, channel_masks
+from .search_space import SearchSpace
 
 __all__ = ["HardConcreteGates", "train_l0_gates", "STEChannelMasks", "train_ste_masks", "HC_TEMPERATURE",
            "HC_LOW", "HC_HIGH"]
@@ -180,7 +182,8 @@ class _ChannelGateBase(nn.Module):
         Gate values of the kept channels that are not exactly 1 (hard-concrete ``z_hat`` in
         (0, 1)) are first folded into the gate site's parameters (the following BatchNorm's scale
         and shift, else the layer's weight rows and bias), so the masked model computes what the
-        gated model computed in eval mode. Returns the applied masks.
+        gated model computed in eval mode. Returns the masks now on those parameters (masks
+        they had before stay applied: :func:`prunekit.apply_masks` never un-prunes).
         """
         model = self._model_ref[0]
         keep = self.keep() if keep is None else keep
@@ -198,7 +201,8 @@ class _ChannelGateBase(nn.Module):
                             g = fold[t.name].to(p.dtype)
                             p.mul_(g.view([-1] + [1] * (p.dim() - 1)))
         apply_masks(model, masks)
-        return masks
+        now = get_masks(model)
+        return {n: now[n] for n in masks}
 
     def sparsity(self, keep: dict[str, torch.Tensor] | None = None) -> float:
         """Fraction of gated channels that ``keep`` (default :meth:`keep`) removes."""
@@ -357,8 +361,6 @@ def train_l0_gates(
     before any rounding). ``apply=True`` then calls ``gates.apply()`` (threshold ``z_hat > 0``) and
     adds ``"masks"``. Arguments are checked before the model is touched.
     """
-    from ...train import _check_seed, _cycle, _reseed_loader, set_seed
-
     check_model(model)
     target_sparsity = check_sparsity(target_sparsity, "target_sparsity")
     steps = check_int("steps", steps, 1)
@@ -371,14 +373,12 @@ def train_l0_gates(
         raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {warmup!r}")
     if constraint not in ("channels", "macs"):
         raise ValueError(f"constraint must be 'channels' or 'macs', got {constraint!r}")
-    seed = _check_seed(seed)
+    seed = check_int("seed", seed, 0)
     gated = _gate_targets(model, include, exclude)
     space, layer_of = None, {}
     if constraint == "macs":
         if example_inputs is None:
             raise ValueError("constraint='macs' needs example_inputs (one input batch, to count the MACs)")
-        from .search_space import SearchSpace
-
         space = SearchSpace(model, example_inputs)
         single = {info.producers[0]: i for i, info in enumerate(space.layers) if len(info.producers) == 1}
         for t in gated:
@@ -388,7 +388,7 @@ def train_l0_gates(
                                  f"{module!r} is not (searchable layers: {list(space.names)})")
             layer_of[t.name] = single[module]
 
-    set_seed(seed)
+    set_seed(seed, loader)   # the gates' initial noise, the sampled gates and the batch order
     gates = HardConcreteGates(model, include, exclude, init_density=init_density).attach()
 
     def density() -> torch.Tensor:
@@ -402,32 +402,34 @@ def train_l0_gates(
     groups = [{"params": list(gates.parameters()), "lr": lr}]
     if weight_lr is not None:
         groups.append({"params": [p for p in model.parameters() if p.requires_grad], "lr": weight_lr})
-    opt = torch.optim.Adam(groups)
     final = 1.0 - target_sparsity
     start = float(density().detach())
     ramp = max(1, round(float(warmup) * steps))
-    mu1, mu2 = 0.0, 0.0
     hist: dict[str, Any] = {"loss": [], "density": [], "mu1": [], "mu2": []}
-    _reseed_loader(loader, seed)
-    batches = _cycle(loader)
-    model.train()
+    game = {"step": 0, "mu1": 0.0, "mu2": 0.0, "gap": 0.0, "target": 0.0}
+
+    def lagrangian(_: nn.Module) -> torch.Tensor:
+        """``mu1 (d - t) + (mu2 + penalty) (d - t)^2`` with this step's target ``t`` (the ramp)."""
+        step = game["step"]
+        target = final if step >= ramp else start + (final - start) * (step + 1) / ramp
+        gap = density() - target
+        game["gap"], game["target"] = float(gap.detach()), target
+        return game["mu1"] * gap + (game["mu2"] + penalty) * gap * gap
+
+    def ascend(info: StepInfo) -> None:
+        """After the descent step of the gates and weights: gradient ascent on the multipliers."""
+        g = game["gap"]
+        game["mu1"] += multiplier_lr * g
+        game["mu2"] += multiplier_lr * g * g
+        game["step"] += 1
+        hist["loss"].append(info.loss)
+        hist["density"].append(g + game["target"])
+        hist["mu1"].append(game["mu1"])
+        hist["mu2"].append(game["mu2"])
+
     try:
-        for step in range(steps):
-            target = final if step >= ramp else start + (final - start) * (step + 1) / ramp
-            x, y = next(batches)
-            ce = nn.functional.cross_entropy(model(x), y)
-            gap = density() - target
-            loss = ce + mu1 * gap + (mu2 + penalty) * gap * gap
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            g = float(gap.detach())
-            mu1 += multiplier_lr * g
-            mu2 += multiplier_lr * g * g
-            hist["loss"].append(float(loss.detach()))
-            hist["density"].append(g + target)
-            hist["mu1"].append(mu1)
-            hist["mu2"].append(mu2)
+        train(model, loader, steps=steps, seed=None, progress=progress, param_groups=groups,
+              regularizer=lagrangian, callback=ascend)
     finally:
         model.eval()
         model.zero_grad(set_to_none=True)
@@ -510,53 +512,50 @@ def train_ste_masks(
     include=None,
     exclude=None,
     apply: bool = False,
+    progress: bool = False,
 ) -> tuple[STEChannelMasks, dict[str, Any]]:
     """Learn STE channel masks with ``sparsity`` of the channels removed.
 
     The scores learn with Adam (``lr``); the weights are trained jointly with Adam (``weight_lr``),
     or frozen with ``weight_lr=None`` as in edge-popup. On the book's small models the frozen
     variant learns (the loss falls) but stays well below the joint one: edge-popup relies on a
-    heavily over-parametrised random network and on weight-level (not channel-level) masks. Returns ``(masks, history)`` with the masks
-    attached; ``history``: per-step ``"loss"`` and ``"flips"`` (channels whose keep bit changed).
-    ``apply=True`` then applies the masks (:meth:`STEChannelMasks.apply`) and adds ``"masks"``.
-    """
-    from ...train import _check_seed, _cycle, _reseed_loader, set_seed
+    heavily over-parametrised random network and on weight-level (not channel-level) masks.
 
+    Returns ``(learner, history)``: ``learner`` is the :class:`STEChannelMasks` module, attached
+    to the model (its ``keep()`` gives the current ``{layer: bool [out]}``); ``history`` holds
+    per-step ``"loss"`` and ``"flips"`` (channels whose keep bit changed).
+    ``apply=True`` then applies the masks (:meth:`STEChannelMasks.apply`) and adds ``"masks"``,
+    the parameter masks ``{name: bool tensor}`` now on the model.
+    """
     check_model(model)
     sparsity = check_sparsity(sparsity)
     steps = check_int("steps", steps, 1)
     lr = check_positive("lr", lr)
     if weight_lr is not None:
         weight_lr = check_positive("weight_lr", weight_lr)
-    seed = _check_seed(seed)
+    seed = check_int("seed", seed, 0)
     check_scope(scope)
     _gate_targets(model, include, exclude)
 
-    set_seed(seed)
-    masks = STEChannelMasks(model, sparsity, include, exclude, scope=scope, init=init).attach()
-    groups = [{"params": list(masks.parameters()), "lr": lr}]
+    set_seed(seed, loader)   # a random initial score (init="random") and the batch order
+    learner = STEChannelMasks(model, sparsity, include, exclude, scope=scope, init=init).attach()
+    groups = [{"params": list(learner.parameters()), "lr": lr}]
     if weight_lr is not None:
         groups.append({"params": [p for p in model.parameters() if p.requires_grad], "lr": weight_lr})
-    opt = torch.optim.Adam(groups)
     hist: dict[str, Any] = {"loss": [], "flips": []}
-    _reseed_loader(loader, seed)
-    batches = _cycle(loader)
-    model.train()
-    prev = masks.keep()
+    prev = [learner.keep()]
+
+    def count_flips(info: StepInfo) -> None:
+        now = learner.keep()
+        hist["loss"].append(info.loss)
+        hist["flips"].append(sum(int((now[n] != prev[0][n]).sum()) for n in now))
+        prev[0] = now
+
     try:
-        for _ in range(steps):
-            x, y = next(batches)
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            now = masks.keep()
-            hist["loss"].append(float(loss.detach()))
-            hist["flips"].append(sum(int((now[n] != prev[n]).sum()) for n in now))
-            prev = now
+        train(model, loader, steps=steps, seed=None, progress=progress, param_groups=groups, callback=count_flips)
     finally:
         model.eval()
         model.zero_grad(set_to_none=True)
     if apply:
-        hist["masks"] = masks.apply()
-    return masks, hist
+        hist["masks"] = learner.apply()
+    return learner, hist

@@ -4,7 +4,11 @@ Liu, Mu, Zhang, Guo, Yang, Cheng & Sun, "MetaPruning: Meta Learning for Automati
 Network Channel Pruning", ICCV 2019 -- the meta-learning branch of "learning to prune" in
 Cheng, Zhang & Shi's survey (arXiv 2308.06767).
 
-The method, as implemented here for :class:`prunekit.models.SmallCNN`
+The method, as implemented here for VGG-style CNNs described by an :class:`Architecture`
+(``[3x3 conv (no bias) -> BatchNorm -> ReLU -> 2x2 max-pool] * len(widths)``, global average
+pooling, an optional hidden ``Linear -> ReLU``, a ``Linear`` classifier). The caller passes
+``architecture=``, or the model supplies it with a ``pruningnet_architecture()`` method (the
+book's ``SmallCNN`` does, in ``prunekit/models.py``); the library knows no model class.
     1. **PruningNet** (:class:`PruningNet`). A network encoding vector holds the number of
        channels of every searched layer (the conv widths and the hidden Linear), each
        divided by its full width. For every layer of the pruned network a small
@@ -35,8 +39,8 @@ What is simplified for toy scale
       BatchNorm per width choice in training and re-calibrates in search).
     * The width grid is ``levels`` fractions ``j / levels`` of each layer (the paper: 31
       ratios 0.1..1.0 of MobileNet's widths).
-    * Applying the result (:meth:`PruningNet.build`): a fresh ``SmallCNN`` of the searched
-      widths whose weights are the PruningNet's generated ones (BatchNorm statistics from the
+    * Applying the result (:meth:`PruningNet.build`): a fresh model of the searched widths
+      (made by ``Architecture.make``) whose weights are the PruningNet's generated ones (BatchNorm statistics from the
       calibration batch) -- no fine-tuning. The paper trains the winner from scratch;
       ``pk.train.train(built, train_loader, epochs=...)`` does that (or fine-tunes it).
     * The pretrained model passed in only defines the architecture and the MAC count; the
@@ -54,7 +58,8 @@ What is simplified for toy scale
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -62,20 +67,70 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ...models import SmallCNN
 from .search_space import SearchResult, SearchSpace, check_budget, check_fraction, check_positive_int
 
-__all__ = ["PruningNet", "train_pruningnet", "evolutionary_search", "metapruning_search", "width_choices",
-           "split_batches"]
+__all__ = ["Architecture", "PruningNet", "architecture_of", "train_pruningnet", "evolutionary_search",
+           "metapruning_search", "width_choices", "split_batches"]
 
 _BN_EPS = 1e-5
 
 
-def _check_smallcnn(model: Any) -> SmallCNN:
-    if not isinstance(model, SmallCNN):
-        raise TypeError(f"model must be a prunekit.models.SmallCNN (the PruningNet generates its layers), "
-                        f"got {type(model).__name__}")
-    return model
+@dataclass(frozen=True)
+class Architecture:
+    """The network a :class:`PruningNet` generates, described for MetaPruning.
+
+    ``[3x3 conv (padding 1, no bias) -> BatchNorm2d -> ReLU -> 2x2 max-pool]`` for each of
+    ``widths``, global average pooling, then ``Linear(widths[-1], hidden) -> ReLU`` if
+    ``hidden`` is not ``None``, and ``Linear(., num_classes)``. ``layers`` names the searched
+    layers of the model (its convs, then the hidden Linear), as a :class:`SearchSpace` of the
+    model lists them. ``make(widths, hidden)`` returns a fresh model of that family with other
+    widths; :meth:`PruningNet.build` fills it with generated weights (its ``Conv2d``,
+    ``BatchNorm2d`` and ``Linear`` modules, in module order). Without ``make``, ``build`` is
+    unavailable but training and search work.
+    """
+
+    in_channels: int
+    widths: tuple[int, ...]
+    hidden: int | None
+    num_classes: int
+    layers: tuple[str, ...]
+    make: Callable[[tuple[int, ...], int | None], nn.Module] | None = None
+
+    def __post_init__(self) -> None:
+        check_positive_int("in_channels", self.in_channels)
+        check_positive_int("num_classes", self.num_classes)
+        if not isinstance(self.widths, tuple) or not self.widths:
+            raise TypeError(f"widths must be a non-empty tuple of ints, got {self.widths!r}")
+        for w in self.widths:
+            check_positive_int("widths[i]", w)
+        if self.hidden is not None:
+            check_positive_int("hidden", self.hidden)
+        n = len(self.widths) + (self.hidden is not None)
+        if not isinstance(self.layers, tuple) or len(self.layers) != n or not all(isinstance(x, str) for x in self.layers):
+            raise ValueError(f"layers must be a tuple of {n} layer names (the convs, then the hidden Linear), "
+                             f"got {self.layers!r}")
+        if self.make is not None and not callable(self.make):
+            raise TypeError(f"make must be a callable make(widths, hidden) -> nn.Module, got {type(self.make).__name__}")
+
+
+def architecture_of(model: Any, architecture: Architecture | None = None) -> Architecture:
+    """``architecture`` if given, else ``model.pruningnet_architecture()``; ``TypeError`` if neither."""
+    if architecture is not None:
+        if not isinstance(architecture, Architecture):
+            raise TypeError(f"architecture must be a metapruning.Architecture, got {type(architecture).__name__}")
+        return architecture
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    describe = getattr(model, "pruningnet_architecture", None)
+    if not callable(describe):
+        raise TypeError(f"a PruningNet needs the architecture of the {type(model).__name__}: pass "
+                        "architecture=metapruning.Architecture(...) or give the model a pruningnet_architecture() "
+                        "method (as prunekit.models.SmallCNN has)")
+    arch = describe()
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"{type(model).__name__}.pruningnet_architecture() must return a metapruning.Architecture, "
+                        f"got {type(arch).__name__}")
+    return arch
 
 
 def width_choices(sizes: Sequence[int], levels: int) -> list[list[int]]:
@@ -85,17 +140,20 @@ def width_choices(sizes: Sequence[int], levels: int) -> list[list[int]]:
 
 
 class PruningNet(nn.Module):
-    """Generates the weights of a :class:`~prunekit.models.SmallCNN` of any widths.
+    """Generates the weights of a network of the :class:`Architecture` family, of any widths.
 
     The searched widths are ``widths`` of the convs plus ``hidden`` (if the classifier has a
     hidden layer): ``full`` lists their full sizes. ``forward(x, kept)`` runs the pruned
-    network with generated weights; ``kept`` is one width per searched layer.
+    network with generated weights; ``kept`` is one width per searched layer. ``make``
+    (``make(widths, hidden) -> nn.Module``) is what :meth:`build` fills.
     """
 
     def __init__(self, in_channels: int = 1, widths: Sequence[int] = (16, 32, 64), hidden: int | None = 64,
-                 num_classes: int = 10, meta_hidden: int = 32) -> None:
+                 num_classes: int = 10, meta_hidden: int = 32,
+                 make: Callable[[tuple[int, ...], int | None], nn.Module] | None = None) -> None:
         super().__init__()
         self.in_channels, self.widths, self.hidden, self.num_classes = in_channels, tuple(widths), hidden, num_classes
+        self.make = make
         self.full = tuple(widths) + ((hidden,) if hidden is not None else ())
         n = len(self.full)
         shapes = []  # (out, in, kernel elements) of every generated layer at full size
@@ -113,7 +171,7 @@ class PruningNet(nn.Module):
             bias = i >= len(widths)  # Linear layers have a bias; the convs are bias-free (BatchNorm follows)
             out = nn.Linear(meta_hidden, o * ci * k + (o if bias else 0))
             # initialisation: the output layer's bias is a He-initialised weight tensor (the
-            # generated network starts as an ordinary randomly initialised SmallCNN) and its
+            # generated network starts as an ordinary randomly initialised network) and its
             # weight is small, so the encoding modulates that base; Adam then moves the
             # generated weights at the learning rate itself
             std = math.sqrt(2.0 / (ci * k))
@@ -125,10 +183,11 @@ class PruningNet(nn.Module):
             self.blocks.append(nn.Sequential(nn.Linear(n, meta_hidden), nn.ReLU(), out))
 
     @classmethod
-    def from_model(cls, model: SmallCNN, meta_hidden: int = 32) -> "PruningNet":
-        """A PruningNet for the architecture of ``model`` (a ``SmallCNN``)."""
-        m = _check_smallcnn(model)
-        return cls(m.in_channels, m.widths, m.hidden, m.num_classes, meta_hidden)
+    def from_model(cls, model: nn.Module, meta_hidden: int = 32,
+                   architecture: Architecture | None = None) -> "PruningNet":
+        """A PruningNet for the architecture of ``model`` (see :func:`architecture_of`)."""
+        a = architecture_of(model, architecture)
+        return cls(a.in_channels, a.widths, a.hidden, a.num_classes, meta_hidden, a.make)
 
     def check_kept(self, kept: Sequence[int], arg: str = "kept") -> tuple[int, ...]:
         if len(kept) != len(self.full):
@@ -204,27 +263,37 @@ class PruningNet(nn.Module):
         return float((self.forward(x, kept, stats).argmax(1) == y).float().mean())
 
     @torch.no_grad()
-    def build(self, kept: Sequence[int], calibration: torch.Tensor) -> SmallCNN:
-        """A ``SmallCNN`` of widths ``kept`` holding the generated weights (eval mode).
+    def build(self, kept: Sequence[int], calibration: torch.Tensor) -> nn.Module:
+        """A model of widths ``kept`` (made by ``make``) holding the generated weights (eval mode).
 
         Its BatchNorms have ``gamma = 1``, ``beta = 0`` and the statistics of ``calibration``,
         so it computes exactly what ``forward(x, kept, calibrate(kept, calibration))`` does.
         """
         kept = self.check_kept(kept)
+        if self.make is None:
+            raise ValueError("build needs the PruningNet's make(widths, hidden): create it with "
+                             "PruningNet.from_model(...) or PruningNet(..., make=...)")
         n_conv = len(self.widths)
-        model = SmallCNN(self.in_channels, self.num_classes, kept[:n_conv],
-                         kept[n_conv] if self.hidden is not None else None)
+        model = self.make(tuple(kept[:n_conv]), kept[n_conv] if self.hidden is not None else None)
         params = self.generate(kept)
         stats = self.calibrate(kept, calibration)
-        for i in range(n_conv):
-            conv, bn = model.features[4 * i], model.features[4 * i + 1]
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        shapes = [tuple(m.weight.shape) for m in convs + linears]
+        if (len(convs) != n_conv or len(bns) != n_conv or shapes != [tuple(w.shape) for w, _ in params]
+                or any(lin.bias is None for lin in linears)):
+            raise ValueError(f"make({list(kept[:n_conv])}, ...) built a {type(model).__name__} whose Conv2d and Linear "
+                             f"weights have shapes {shapes} and {len(bns)} BatchNorm2d; the PruningNet generates "
+                             f"{[tuple(w.shape) for w, _ in params]} (Linear layers with a bias) and {n_conv} "
+                             "BatchNorm2d")
+        for i, (conv, bn) in enumerate(zip(convs, bns)):
             conv.weight.copy_(params[i][0])
             bn.weight.fill_(1.0)
             bn.bias.zero_()
             bn.running_mean.copy_(stats[i][0])
             bn.running_var.copy_(stats[i][1])
             bn.eps = _BN_EPS
-        linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
         for lin, (w, b) in zip(linears, params[n_conv:]):
             lin.weight.copy_(w)
             lin.bias.copy_(b)
@@ -252,6 +321,11 @@ def train_pruningnet(net: PruningNet, data: tuple[torch.Tensor, torch.Tensor], s
 
     Returns the loss of every step. Seeded: the configurations and mini-batches come from a
     generator seeded with ``seed``.
+
+    This is not :func:`prunekit.train.train`'s loop, on purpose: a PruningNet is a supernet
+    whose forward pass takes a width configuration drawn anew every step (``net(x, kept)``,
+    not ``model(x)``), and its mini-batches are drawn with replacement from tensors by the same
+    generator, interleaved with the configurations.
     """
     steps = check_positive_int("steps", steps)
     batch_size = check_positive_int("batch_size", batch_size)
@@ -396,7 +470,7 @@ def evolutionary_search(net: PruningNet, space: SearchSpace, batch: tuple[torch.
 
 
 def metapruning_search(
-    model: SmallCNN,
+    model: nn.Module,
     example_inputs: Any,
     train_loader: Any,
     budget: float = 0.5,
@@ -415,8 +489,13 @@ def metapruning_search(
     validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,
     progress: bool = True,
+    architecture: Architecture | None = None,
 ) -> SearchResult:
     """Train a PruningNet for ``model``'s architecture, then search its widths under ``budget``.
+
+    ``architecture`` describes ``model`` (see :class:`Architecture`); if omitted, ``model``
+    must supply it with a ``pruningnet_architecture()`` method, as the book's ``SmallCNN``
+    does. The pretrained weights of ``model`` are not used: it defines the layers and MACs.
 
     The fitness of a candidate is its accuracy on a validation batch. With ``validation``
     (an ``(inputs, targets)`` batch, e.g. the images of
@@ -427,15 +506,19 @@ def metapruning_search(
     estimated on ``n_calibration`` training examples (PruningNet training data). The result's
     ``extra`` holds the trained ``pruningnet``, its ``train_losses``, ``best_kept`` (the
     widths), and ``calibration`` (the inputs to pass to ``pruningnet.build(best_kept,
-    calibration)`` for a ready ``SmallCNN``).
+    calibration)`` for a ready model of those widths).
+
+    Every argument is checked (``TypeError``/``ValueError``) before the PruningNet is trained.
     """
-    _check_smallcnn(model)
+    arch = architecture_of(model, architecture)
     budget = check_budget(budget)
-    steps = check_positive_int("steps", steps)
-    generations = check_positive_int("generations", generations)
-    seed = check_positive_int("seed", seed, 0)
-    meta_hidden = check_positive_int("meta_hidden", meta_hidden)
-    n_calibration = check_positive_int("n_calibration", n_calibration)
+    for name, value, minimum in (("steps", steps, 1), ("generations", generations, 1), ("population", population, 2),
+                                 ("top_k", top_k, 2), ("levels", levels, 1), ("meta_hidden", meta_hidden, 1),
+                                 ("batch_size", batch_size, 1), ("n_calibration", n_calibration, 1),
+                                 ("seed", seed, 0)):
+        check_positive_int(name, value, minimum)
+    check_fraction("mutation_prob", mutation_prob, closed_high=True)
+    check_fraction("lr", lr, 0.0, float("inf"), closed_low=False)
     if validation is None:
         (x_tr, y_tr), val = split_batches(train_loader, n_val, seed)
     else:
@@ -448,12 +531,12 @@ def metapruning_search(
                             "validation_loader.dataset.tensors")
         (x_tr, y_tr), val = (dataset.tensors[0], dataset.tensors[1]), validation
     space = SearchSpace(model, example_inputs)
-    if tuple(space.names) != tuple([f"features.{4 * i}" for i in range(len(model.widths))]
-                                   + (["classifier.2"] if model.hidden is not None else [])):
-        raise ValueError(f"unexpected search space {space.names} for a SmallCNN")
+    if tuple(space.names) != arch.layers:
+        raise ValueError(f"the search space of the model has the layers {list(space.names)}, but its architecture "
+                         f"names {list(arch.layers)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = PruningNet.from_model(model, meta_hidden)
+        net = PruningNet.from_model(model, meta_hidden, arch)
     losses = train_pruningnet(net, (x_tr, y_tr), steps, batch_size=batch_size, lr=lr, levels=levels, seed=seed,
                               progress=progress)
     calib = x_tr[torch.randperm(len(x_tr), generator=torch.Generator().manual_seed(seed + 1))[:n_calibration]]

@@ -31,9 +31,12 @@ from torch import nn
 from ... import granularity as gran
 from ..._validate import check_int, check_model, check_nonneg, check_positive
 from ...allocation import check_sparsity
-from ...criteria._common import following_batchnorm, module_names
-from ...core.masks import apply_masks
+from ...core.masks import apply_masks, get_masks
 from ...core.targets import effective, find_targets
+from ...criteria import score
+from ...criteria._common import following_batchnorm, module_names
+from ...pipeline import prune
+from ...train import fine_tune, train
 
 __all__ = ["l1_penalty", "group_lasso_penalty", "bn_l1_penalty", "bn_gammas", "network_slimming", "channel_masks",
            "GROUPS"]
@@ -194,9 +197,6 @@ def network_slimming(
     the pruned layers) and ``"finetune"`` (per-step losses). All arguments are checked before the
     model is touched.
     """
-    from ...pipeline import prune
-    from ...train import _check_seed, fine_tune, train
-
     check_model(model)
     strength = check_nonneg("strength", strength)
     epochs = check_int("epochs", epochs, 1)
@@ -204,9 +204,8 @@ def network_slimming(
     sparsity = check_sparsity(sparsity)
     finetune_steps = check_int("finetune_steps", finetune_steps, 0)
     finetune_lr = lr if finetune_lr is None else check_positive("finetune_lr", finetune_lr)
-    seed = _check_seed(seed)
+    seed = check_int("seed", seed, 0)
     bn_l1_penalty(model, 0.0)  # raises if there is no BatchNorm
-    from ...criteria import score
     if not score(model, "bn_scale", missing="skip"):
         raise ValueError("network_slimming: no prunable layer is followed by a BatchNorm")
 
@@ -219,7 +218,8 @@ def network_slimming(
         keep = {n: _kept_channels(m) for n, m in masks.items()}
         extra = {k: v for k, v in channel_masks(model, keep).items() if k not in masks}
         apply_masks(model, extra)
-        masks = {**masks, **extra}
+        now = get_masks(model)
+        masks = {n: now[n] for n in {**masks, **extra}}   # the masks on the model (earlier ones stay)
     kept = [_kept_channels(masks[n]) for n in masks if n.endswith("weight") and masks[n].dim() > 1]
     total = sum(k.numel() for k in kept)
     achieved = 1.0 - sum(int(k.sum()) for k in kept) / total if total else 0.0

@@ -178,10 +178,6 @@ class SearchResult:
                 f"best_mac_fraction={self.best_mac_fraction:.4f}, best_ratios={{{ratios}}}, "
                 f"history=[{len(self.history)} entries])")
 
-    def ratios_dict(self) -> dict[str, float]:
-        """``{layer name: ratio}`` of the best configuration."""
-        return dict(zip(self.names, self.best_ratios))
-
     def trace(self, key: str) -> list:
         """One column of the history, e.g. ``result.trace("reward")``."""
         return [h[key] for h in self.history]
