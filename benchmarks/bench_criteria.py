@@ -119,7 +119,7 @@ def run_channels(model, names, sparsities, steps, train_loader, test_loader, bat
         scores = _score(model, name, batches, x1, include=list(CONVS))
         for s in sparsities:
             bar.set_postfix_str(f"channels {name} {s:.0%}")
-            masks = pk.make_masks(scores, s, granularity="channel", scope="layer", shapes=model)
+            masks = pk.make_masks(scores, s, granularity="channel", scope="layer", model=model)
             net = copy.deepcopy(model)
             pk.apply_masks(net, masks)
             small = pk.compact(net, x1)  # physically smaller

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from ._validate import check_int, check_positive
+from ._validate import check_int, check_model, check_positive
 from .core.guards import example_inputs_fit, preserved, read_only
 from .core.targets import PRUNABLE_TYPES, all_parameters
 
@@ -154,8 +154,7 @@ def summary(model: nn.Module, example_inputs) -> Summary:
     batch size scales the MACs, so pass a single example to get per-sample MACs. The
     pass runs in eval mode and the model is left exactly as it was.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     if not isinstance(example_inputs, (torch.Tensor, tuple)):
         raise TypeError(f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}")
     total_macs, per_module = count_macs(model, example_inputs)

@@ -18,7 +18,6 @@ weights on the same machine, however often the loader was iterated before.
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from ._validate import check_int, check_positive
 
 __all__ = [
     "StepInfo",
@@ -56,24 +57,6 @@ class StepInfo:
     optimizer: torch.optim.Optimizer
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    return int(seed)
-
-
-def _check_positive(name: str, value: Any, integer: bool) -> Any:
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    what = "a positive int" if integer else "a positive number"
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise TypeError(f"{name} must be {what}, got {value!r}")
-    if not value > 0 or (not integer and not math.isfinite(value)):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
 def set_seed(seed: int, loader: Any = None) -> None:
     """Seed Python's ``random``, NumPy's global RNG and torch (CPU and CUDA), and the shuffling
     generator of ``loader`` (a ``DataLoader`` built with ``generator=``) if one is given.
@@ -81,7 +64,7 @@ def set_seed(seed: int, loader: Any = None) -> None:
     ``train(..., seed=None)`` leaves all of them alone: seed first with this, then build what
     must be drawn from the seeded stream (random initialisations), then train.
     """
-    seed = _check_seed(seed)
+    seed = check_int("seed", seed, minimum=0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -101,7 +84,7 @@ def make_optimizer(
     """
     if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    lr = _check_positive("lr", lr, integer=False)
+    lr = check_positive("lr", lr)
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
     if param_groups is None:
@@ -130,7 +113,7 @@ def _check_param_groups(groups: Any) -> list[dict[str, Any]]:
         if not params or not all(isinstance(p, torch.Tensor) and p.requires_grad for p in params):
             raise ValueError(f"param_groups[{i}]['params'] must be a non-empty list of tensors that require grad")
         if "lr" in g:
-            _check_positive(f"param_groups[{i}]['lr']", g["lr"], integer=False)
+            check_positive(f"param_groups[{i}]['lr']", g["lr"])
         out.append({**g, "params": params})
     if not out:
         raise ValueError("param_groups must hold at least one group")
@@ -216,11 +199,11 @@ def train(
         is left in eval mode. Arguments are checked before the model is touched.
     """
     if steps is None:
-        epochs = _check_positive("epochs", epochs, integer=True)
+        epochs = check_int("epochs", epochs, minimum=1)
     else:
-        steps = _check_positive("steps", steps, integer=True)
+        steps = check_int("steps", steps, minimum=1)
     if seed is not None:
-        seed = _check_seed(seed)
+        seed = check_int("seed", seed, minimum=0)
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     for name, fn in (("callback", callback), ("regularizer", regularizer)):

@@ -39,6 +39,8 @@ from torch.nn.utils import prune as torch_prune
 from torch.nn.utils.spectral_norm import SpectralNorm
 from torch.nn.utils.weight_norm import WeightNorm
 
+from .._validate import check_model
+
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -238,8 +240,7 @@ def find_targets(
     >>> [t.name for t in find_targets(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))]
     ['0.weight', '2.weight']
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     inc = _check_names("include", include)
     exc = _check_names("exclude", exclude) or []
     params = all_parameters(model)

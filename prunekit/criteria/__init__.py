@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from . import registry
 from .registry import LEVELS, Criterion, ScoreFn, available, get, register, registered, score, unregister
-from . import _common
+from . import _common  # noqa: F401  (the helpers the built-in criteria share)
 from . import magnitude, norm, sensitivity, movement, synflow, activation, bn_scale, loss_change, reconstruction
 from . import api
 

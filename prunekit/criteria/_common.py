@@ -20,7 +20,7 @@ from ..core.guards import describe as _describe
 from ..core.guards import example_inputs_fit, preserved, read_only  # noqa: F401 (used by criteria)
 from ..core.targets import Target
 
-__all__ = ["check_optional_count", "check_batches", "check_loss_fn", "check_positive_int", "check_choice",
+__all__ = ["check_optional_count", "check_batches", "check_loss_fn", "check_choice",
            "model_device", "iter_batches", "batch_size", "sample", "data_error", "weight_leaves", "grads",
            "forward_loss", "summed_over_batches", "module_names", "out_channels", "per_channel",
            "following_batchnorm", "forward_with_hooks", "channel_activations"]
@@ -53,14 +53,6 @@ def check_loss_fn(loss_fn: object) -> LossFn:
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be a callable loss_fn(outputs, targets) -> scalar, got {type(loss_fn).__name__}")
     return loss_fn  # type: ignore[return-value]
-
-
-def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def check_choice(name: str, value: object, allowed: Iterable[str]) -> str:

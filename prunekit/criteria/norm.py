@@ -31,7 +31,8 @@ from torch import nn
 
 from ..core.targets import Target
 from .registry import register
-from ._common import check_choice, check_positive_int, per_channel
+from .._validate import check_int
+from ._common import check_choice, per_channel
 
 __all__ = ["lamp", "l1_filter", "fpgm", "lamp_scores", "geometric_median"]
 
@@ -92,7 +93,7 @@ def geometric_median(points: torch.Tensor, iterations: int = 200, tol: float = 1
 def fpgm(model: nn.Module, targets: list[Target], method: str = "distance_sum",
          iterations: int = 200) -> dict[str, torch.Tensor]:
     check_choice("method", method, ("distance_sum", "median"))
-    iterations = check_positive_int("iterations", iterations)
+    iterations = check_int("iterations", iterations, minimum=1)
     out = {}
     for t in targets:
         f = per_channel(t.tensor.detach()).double()

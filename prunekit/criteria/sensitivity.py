@@ -61,10 +61,11 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from .._validate import check_int
 from ..core.targets import Target, find_targets
 from .registry import register
 from ._common import (
-    batch_size, check_batches, check_choice, check_loss_fn, check_positive_int, forward_loss, grads,
+    batch_size, check_batches, check_choice, check_loss_fn, forward_loss, grads,
     iter_batches, model_device, per_channel, preserved, sample, summed_over_batches, weight_leaves,
 )
 
@@ -190,7 +191,7 @@ def obd(model: nn.Module, targets: list[Target], data: Iterable, *, batches: int
         hessian: str = "fisher", probes: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
     batches, loss_fn = _check_common(batches, loss_fn)
     check_choice("hessian", hessian, ("fisher", "exact", "hutchinson"))
-    probes = check_positive_int("probes", probes)
+    probes = check_int("probes", probes, minimum=1)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     data = iter_batches(data, batches, model_device(model))
@@ -222,7 +223,7 @@ def hessian_diagonal(model: nn.Module, data: Iterable, *, hessian: str = "exact"
             if hessian == "exact":
                 h = _hessian_diag_exact(model, leaves, data_it, loss_fn)
             elif hessian == "hutchinson":
-                h = _hessian_diag_hutchinson(model, leaves, data_it, loss_fn, check_positive_int("probes", probes), seed)
+                h = _hessian_diag_hutchinson(model, leaves, data_it, loss_fn, check_int("probes", probes, minimum=1), seed)
             else:
                 h = _fisher_diag(model, leaves, data_it, loss_fn)
     return {t.name: d.detach() for t, d in zip(targets, h)}

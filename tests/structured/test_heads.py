@@ -137,7 +137,7 @@ def test_head_masks_match_reference(configs, sparsity, scope, tied, biases, seed
     g = torch.Generator().manual_seed(seed)
     scores = {n: torch.randint(0, 3 if tied else 50, p.shape, generator=g).float()
               for n, p in model.named_parameters() if biases or n.endswith("weight")}
-    masks = pk.make_masks(scores, sparsity, "head", scope, shapes=model)
+    masks = pk.make_masks(scores, sparsity, "head", scope, model=model)
     removed = head_reference(model, scores, sparsity, scope)
     expected = expected_masks(model, removed)
     assert masks.keys() == expected.keys()  # every head parameter, biases too, scored or not
@@ -157,9 +157,9 @@ def test_exact_head_counts_per_module_and_global(sparsity, per_module, total):
     torch.manual_seed(0)
     vit = TinyViT(depth=3, num_heads=4)
     scores = magnitude(vit)
-    layer = masked_heads(pk.make_masks(scores, sparsity, "head", "layer", shapes=vit), vit)
+    layer = masked_heads(pk.make_masks(scores, sparsity, "head", "layer", model=vit), vit)
     assert [len(v) for v in layer.values()] == [per_module] * 3  # round(s * 4), at most 3 of 4
-    glob = masked_heads(pk.make_masks(scores, sparsity, "head", "global", shapes=vit), vit)
+    glob = masked_heads(pk.make_masks(scores, sparsity, "head", "global", model=vit), vit)
     assert sum(len(v) for v in glob.values()) == total  # min(round(s * 12), 12 - 3): one head per module stays
     assert all(len(v) <= 3 for v in glob.values())
 
@@ -171,7 +171,7 @@ def test_global_keeps_one_head_per_module_and_ranks_across_modules():
     for n in scores:
         if n.startswith("blocks.0.attn"):
             scores[n] = scores[n] * 1e-3  # block 0's heads are all weaker than block 1's
-    gone = masked_heads(pk.make_masks(scores, 0.5, "head", "global", shapes=vit), vit)
+    gone = masked_heads(pk.make_masks(scores, 0.5, "head", "global", model=vit), vit)
     assert len(gone["blocks.0.attn"]) == 3 and len(gone["blocks.1.attn"]) == 1  # 4 = round(0.5 * 8)
     block0 = pk.structured.heads.head_scores(find_heads(vit)[0], scores, "l2")
     assert set(range(4)) - gone["blocks.0.attn"] == {int(block0.argmax())}  # its best head stays
@@ -184,7 +184,7 @@ def test_global_head_scores_are_normalised_by_head_size():
     heads are weaker (3 of them go, one stays); a raw L2 norm would favour the big heads instead."""
     model = Attentions([(4, 4, 1), (8, 4, 4)])
     scores = {n: torch.full(p.shape, 1.0 if n.startswith("attns.0") else 0.5) for n, p in model.named_parameters()}
-    gone = masked_heads(pk.make_masks(scores, 0.5, "head", "global", shapes=model), model)
+    gone = masked_heads(pk.make_masks(scores, 0.5, "head", "global", model=model), model)
     assert gone == {"attns.0": {0}, "attns.1": {0, 1, 2}}
     raw = [pk.structured.heads.head_scores(a, scores, "l2")[0].item() for a in find_heads(model)]
     assert raw[0] < raw[1]  # sqrt(19) * 1 < sqrt(140) * 0.5
@@ -195,7 +195,7 @@ def test_torch_mha_head_slices():
     m = small_torch_vit(heads=4, dim=32)  # head_dim 8
     pre = "encoder.layers.encoder_layer_0.self_attention"
     scores = pk.score(m, "magnitude", include=["*in_proj_weight", "*out_proj.weight"])
-    masks = pk.make_masks(scores, 0.5, "head", "layer", shapes=m)
+    masks = pk.make_masks(scores, 0.5, "head", "layer", model=m)
     assert {f"{pre}.in_proj_weight", f"{pre}.in_proj_bias", f"{pre}.out_proj.weight"} <= set(masks)
     assert f"{pre}.out_proj.bias" not in masks  # belongs to no head
     gone = masked_heads(masks, m)[pre]
@@ -249,9 +249,9 @@ def test_idempotence(scope, fill):
     torch.manual_seed(1)
     vit = TinyViT(depth=2, num_heads=4)
     scores = magnitude(vit)
-    masks = pk.make_masks(scores, 0.5, "head", scope, shapes=vit)
+    masks = pk.make_masks(scores, 0.5, "head", scope, model=vit)
     again = pk.make_masks({n: s.masked_fill(~masks[n], fill) if n in masks else s for n, s in scores.items()},
-                          0.5, "head", scope, shapes=vit)
+                          0.5, "head", scope, model=vit)
     assert again.keys() == masks.keys() and all(torch.equal(again[n], masks[n]) for n in masks)
 
 
@@ -259,16 +259,16 @@ def test_per_module_sparsity_dict():
     torch.manual_seed(0)
     vit = TinyViT(depth=2, num_heads=4)
     masks = pk.make_masks(magnitude(vit), {"blocks.0.attn": 0.75, "blocks.1.attn": 0.0}, "head", "layer",
-                          shapes=vit)
+                          model=vit)
     assert [len(v) for v in masked_heads(masks, vit).values()] == [3, 0]
 
 
 def test_parameters_outside_heads_are_ignored():
     vit = TinyViT(depth=1)
-    masks = pk.make_masks(magnitude(vit), 0.5, "head", shapes=vit)
+    masks = pk.make_masks(magnitude(vit), 0.5, "head", model=vit)
     assert all(".attn." in n for n in masks)
     only_proj = pk.make_masks({"blocks.0.attn.proj.weight": vit.blocks[0].attn.proj.weight.abs()}, 0.5, "head",
-                              shapes=vit)  # one scored slice: the module takes part, every head parameter is masked
+                              model=vit)  # one scored slice: the module takes part, every head parameter is masked
     assert set(only_proj) == {f"blocks.0.attn.{p}" for p in
                               ("q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias", "proj.weight")}
 
@@ -278,7 +278,7 @@ def test_parameters_outside_heads_are_ignored():
 def test_compact_heads_tinyvit_equals_masked_model_and_drops_exact_parameters():
     torch.manual_seed(0)
     vit = TinyViT(depth=3, num_heads=4).eval()
-    masks = pk.make_masks(magnitude(vit), 0.5, "head", "global", shapes=vit)
+    masks = pk.make_masks(magnitude(vit), 0.5, "head", "global", model=vit)
     pk.apply_masks(vit, masks)
     snap = snapshot(vit)
     x = torch.randn(4, 1, 8, 8)
@@ -301,7 +301,7 @@ def test_compact_heads_tinyvit_equals_masked_model_and_drops_exact_parameters():
 
 def test_compact_heads_torchvision_vit_and_prune_again():
     m = small_torch_vit(layers=2, heads=4, dim=32)
-    masks = pk.make_masks(pk.score(m, "magnitude"), 0.5, "head", "layer", shapes=m)
+    masks = pk.make_masks(pk.score(m, "magnitude"), 0.5, "head", "layer", model=m)
     pk.apply_masks(m, masks)
     x = torch.randn(2, 3, 32, 32)
     small = compact_heads(m)
@@ -314,7 +314,7 @@ def test_compact_heads_torchvision_vit_and_prune_again():
         torch.testing.assert_close(small(x), m(x), rtol=0, atol=1e-5)
     # the compacted model's heads are found again and can be pruned and compacted once more
     assert [a.num_heads for a in find_heads(small)] == [2, 2]
-    again = pk.make_masks(pk.score(small, "magnitude"), 0.5, "head", "layer", shapes=small)
+    again = pk.make_masks(pk.score(small, "magnitude"), 0.5, "head", "layer", model=small)
     pk.apply_masks(small, again)
     smaller = compact_heads(small)
     assert [a.num_heads for a in find_heads(smaller)] == [1, 1]
@@ -328,7 +328,7 @@ def test_compact_heads_vit_b_16():
     m = torchvision.models.vit_b_16().eval()
     nn.init.normal_(m.heads.head.weight, std=0.02)
     scores = pk.score(m, "magnitude", include=["*self_attention.in_proj_weight", "*self_attention.out_proj.weight"])
-    masks = pk.make_masks(scores, 0.25, "head", "global", shapes=m)
+    masks = pk.make_masks(scores, 0.25, "head", "global", model=m)
     assert sum(len(v) for v in masked_heads(masks, m).values()) == 36  # round(0.25 * 144)
     pk.apply_masks(m, masks)
     x = torch.randn(1, 3, 224, 224)
@@ -388,7 +388,7 @@ def test_masked_torch_mha_in_proj_weight():
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
     scores = {"in_proj_weight": mha.in_proj_weight.detach().abs(), "out_proj.weight": mha.out_proj.weight.abs()}
-    masks = pk.make_masks(scores, 0.5, "head", "layer", shapes=mha)
+    masks = pk.make_masks(scores, 0.5, "head", "layer", model=mha)
     pk.apply_masks(mha, masks)
     assert torch.nn.utils.prune.is_pruned(mha)
     gone = masked_heads(masks, mha)[""]
@@ -437,23 +437,23 @@ def test_prune_heads_on_torchvision_vit():
 # --- errors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, exc, words", [
-    (lambda v, s: pk.make_masks(magnitude(m := tiny_cnn()), 0.5, "head", shapes=m), ValueError,
+    (lambda v, s: pk.make_masks(magnitude(m := tiny_cnn()), 0.5, "head", model=m), ValueError,
      ["no attention heads", "channel"]),
-    (lambda v, s: pk.make_masks(s, 0.5, "head"), ValueError, ["shapes=model"]),
+    (lambda v, s: pk.make_masks(s, 0.5, "head"), ValueError, ["model=model"]),
     (lambda v, s: pk.make_masks(s, 0.5, "head", shapes={n: p.shape for n, p in v.named_parameters()}),
-     ValueError, ["shapes=model"]),
-    (lambda v, s: pk.make_masks({"head.weight": s["head.weight"]}, 0.5, "head", shapes=v), ValueError,
+     ValueError, ["model=model"]),
+    (lambda v, s: pk.make_masks({"head.weight": s["head.weight"]}, 0.5, "head", model=v), ValueError,
      ["none of the scored parameters", "include"]),
-    (lambda v, s: pk.make_masks(s, 1.0, "head", shapes=v), ValueError, ["sparsity"]),
-    (lambda v, s: pk.make_masks(s, {"blocks.0.attn": 0.5}, "head", "layer", shapes=v), ValueError,
+    (lambda v, s: pk.make_masks(s, 1.0, "head", model=v), ValueError, ["sparsity"]),
+    (lambda v, s: pk.make_masks(s, {"blocks.0.attn": 0.5}, "head", "layer", model=v), ValueError,
      ["attention modules", "blocks.1.attn"]),
-    (lambda v, s: pk.make_masks(s, {"blocks.0.attn": 0.5, "blocks.1.attn": 0.5}, "head", "global", shapes=v),
+    (lambda v, s: pk.make_masks(s, {"blocks.0.attn": 0.5, "blocks.1.attn": 0.5}, "head", "global", model=v),
      ValueError, ["scope='layer'"]),
-    (lambda v, s: pk.make_masks(s, 0.5, "head", "model", shapes=v), ValueError, ["scope"]),
-    (lambda v, s: pk.make_masks(s, 0.5, "head", reduction="max", shapes=v), ValueError, ["reduction"]),
-    (lambda v, s: pk.make_masks({**s, "blocks.0.attn.q.weight": torch.rand(32)}, 0.5, "head", shapes=v),
+    (lambda v, s: pk.make_masks(s, 0.5, "head", "model", model=v), ValueError, ["scope"]),
+    (lambda v, s: pk.make_masks(s, 0.5, "head", reduction="max", model=v), ValueError, ["reduction"]),
+    (lambda v, s: pk.make_masks({**s, "blocks.0.attn.q.weight": torch.rand(32)}, 0.5, "head", model=v),
      ValueError, ["blocks.0.attn.q.weight", "finer granularity"]),
-    (lambda v, s: head_masks(s, 0.5, None), ValueError, ["shapes=model"]),
+    (lambda v, s: head_masks(s, 0.5, None), ValueError, ["model=model"]),
 ])
 def test_errors(call, exc, words):
     vit = TinyViT(depth=2)
@@ -503,7 +503,7 @@ def test_torch_mha_with_kdim_vdim_uses_separate_projections():
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(8, 4, kdim=6, vdim=5)
     scores = {n: p.detach().abs() for n, p in mha.named_parameters()}
-    masks = pk.make_masks(scores, 0.5, "head", "layer", shapes=mha)
+    masks = pk.make_masks(scores, 0.5, "head", "layer", model=mha)
     assert set(masks) == {"q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias", "out_proj.weight"}
     gone = masked_heads(masks, mha)[""]
     assert len(gone) == 2

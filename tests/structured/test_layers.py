@@ -110,7 +110,7 @@ def test_layer_masks_match_reference(which, sparsity, tied, some, seed):
               for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1}
     if some:  # only some blocks scored: the others take no part and get no mask
         scores = {n: s for i, (n, s) in enumerate(scores.items()) if i % 3}
-    masks = pk.make_masks(scores, sparsity, "layer", shapes=model)
+    masks = pk.make_masks(scores, sparsity, "layer", model=model)
     blocks, removed = layer_reference(model, scores, sparsity)
     assert set(masks) == {p for b in blocks for p in b.params}
     for b in blocks:
@@ -122,7 +122,7 @@ def test_layer_masks_match_reference(which, sparsity, tied, some, seed):
 @pytest.mark.parametrize("sparsity, count", [(0.0, 0), (0.2, 1), (0.34, 2), (0.5, 3), (0.9, 5), (0.99, 5)])
 def test_exact_block_counts(sparsity, count):
     v = vit(depth=3)
-    masks = pk.make_masks(pk.score(v, "magnitude"), sparsity, "layer", shapes=v)
+    masks = pk.make_masks(pk.score(v, "magnitude"), sparsity, "layer", model=v)
     gone = [b.name for b in find_blocks(v) if not masks[b.params[0]].any()]
     assert len(gone) == count == min(round(sparsity * 6), 5)  # a sparsity below 1 keeps a block
 
@@ -133,11 +133,11 @@ def test_block_score_is_normalised_so_size_does_not_win():
     v = vit(depth=2)
     scores = {n: torch.ones_like(s) for n, s in pk.score(v, "magnitude").items()}
     scores["blocks.1.mlp.fc1.weight"] = scores["blocks.1.mlp.fc1.weight"] * 0.5
-    masks = pk.make_masks(scores, 0.25, "layer", shapes=v)
+    masks = pk.make_masks(scores, 0.25, "layer", model=v)
     assert [b.name for b in find_blocks(v) if not masks[b.params[0]].any()] == ["blocks.1.mlp"]
     # all blocks equal (RMS 1): ties go to the earlier block, not to the smaller or bigger one
     scores = {n: torch.ones_like(s) for n, s in pk.score(v, "magnitude").items()}
-    masks = pk.make_masks(scores, 0.5, "layer", shapes=v)
+    masks = pk.make_masks(scores, 0.5, "layer", model=v)
     assert [b.name for b in find_blocks(v) if not masks[b.params[0]].any()] == ["blocks.0.attn", "blocks.0.mlp"]
 
 
@@ -145,9 +145,9 @@ def test_block_score_is_normalised_so_size_does_not_win():
 def test_idempotence(fill):
     r = resnet()
     scores = pk.score(r, "magnitude")
-    masks = pk.make_masks(scores, 0.5, "layer", shapes=r)
+    masks = pk.make_masks(scores, 0.5, "layer", model=r)
     again = pk.make_masks({n: s.masked_fill(~masks[n], fill) if n in masks else s for n, s in scores.items()},
-                          0.5, "layer", shapes=r)
+                          0.5, "layer", model=r)
     assert again.keys() == masks.keys() and all(torch.equal(again[n], masks[n]) for n in masks)
 
 
@@ -165,7 +165,7 @@ CASES = [
 def test_drop_layers_equals_masked_model_and_drops_params_and_macs(make, shape, sparsity):
     model = make()
     x = torch.randn(shape)
-    masks = pk.make_masks(pk.score(model, "magnitude"), sparsity, "layer", shapes=model)
+    masks = pk.make_masks(pk.score(model, "magnitude"), sparsity, "layer", model=model)
     blocks = find_blocks(model)
     macs_before, per_module = pk.count_macs(model, x)
     pk.apply_masks(model, masks)
@@ -240,10 +240,10 @@ def test_torchvision_encoder_block_partly_and_fully_dropped():
 
 def test_drop_twice():
     v = vit(depth=3)
-    pk.apply_masks(v, pk.make_masks(pk.score(v, "magnitude"), 0.34, "layer", shapes=v))
+    pk.apply_masks(v, pk.make_masks(pk.score(v, "magnitude"), 0.34, "layer", model=v))
     short = drop_layers(v)
     assert len(find_blocks(short)) == 4
-    pk.apply_masks(short, pk.make_masks(pk.score(short, "magnitude"), 0.5, "layer", shapes=short))
+    pk.apply_masks(short, pk.make_masks(pk.score(short, "magnitude"), 0.5, "layer", model=short))
     shorter = drop_layers(short)
     assert len(find_blocks(shorter)) == 2
     x = torch.randn(2, 1, 8, 8)
@@ -267,18 +267,18 @@ def test_prune_layers_is_cumulative():
 # --- errors -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call, exc, words", [
-    (lambda m, s: pk.make_masks(s, 0.5, "layer", "layer", shapes=m), ValueError, ["scope must be 'global'"]),
-    (lambda m, s: pk.make_masks(s, {n: 0.5 for n in s}, "layer", "layer", shapes=m), ValueError, ["scope"]),
+    (lambda m, s: pk.make_masks(s, 0.5, "layer", "layer", model=m), ValueError, ["scope must be 'global'"]),
+    (lambda m, s: pk.make_masks(s, {n: 0.5 for n in s}, "layer", "layer", model=m), ValueError, ["scope"]),
     (lambda m, s: layer_masks(s, {n: 0.5 for n in s}, m), ValueError, ["not a dict"]),
-    (lambda m, s: pk.make_masks(s, 0.5, "layer"), ValueError, ["shapes=model"]),
+    (lambda m, s: pk.make_masks(s, 0.5, "layer"), ValueError, ["model=model"]),
     (lambda m, s: layer_masks(s, 0.5, {n: t.shape for n, t in m.named_parameters()}), ValueError, ["shapes="]),
-    (lambda m, s: pk.make_masks(pk.score(mlp := MLP(), "magnitude"), 0.5, "layer", shapes=mlp), ValueError,
+    (lambda m, s: pk.make_masks(pk.score(mlp := MLP(), "magnitude"), 0.5, "layer", model=mlp), ValueError,
      ["no skippable residual block", "channel"]),
-    (lambda m, s: pk.make_masks({"fc.weight": s["fc.weight"]}, 0.5, "layer", shapes=m), ValueError,
+    (lambda m, s: pk.make_masks({"fc.weight": s["fc.weight"]}, 0.5, "layer", model=m), ValueError,
      ["none of the scored parameters"]),
-    (lambda m, s: pk.make_masks(s, 1.0, "layer", shapes=m), ValueError, ["sparsity"]),
-    (lambda m, s: pk.make_masks(s, 0.5, "layer", reduction="max", shapes=m), ValueError, ["reduction"]),
-    (lambda m, s: pk.make_masks({**s, "layer1.0.conv1.weight": torch.rand(8)}, 0.5, "layer", shapes=m), ValueError,
+    (lambda m, s: pk.make_masks(s, 1.0, "layer", model=m), ValueError, ["sparsity"]),
+    (lambda m, s: pk.make_masks(s, 0.5, "layer", reduction="max", model=m), ValueError, ["reduction"]),
+    (lambda m, s: pk.make_masks({**s, "layer1.0.conv1.weight": torch.rand(8)}, 0.5, "layer", model=m), ValueError,
      ["layer1.0.conv1.weight", "finer granularity"]),
     (lambda m, s: drop_layers([m]), TypeError, ["model"]),
 ])

@@ -100,7 +100,7 @@ class GradualPruner:
         first = s["initial_sparsity"] or agp(min(s["begin_step"] + s["frequency"], s["end_step"]), **s)
         for target in sorted({first, s["final_sparsity"]} - {0.0}):
             try:
-                make_masks(placeholders, target, granularity, scope, reduction=reduction, shapes=self.model)
+                make_masks(placeholders, target, granularity, scope, reduction=reduction, model=self.model)
             except (TypeError, ValueError) as e:
                 raise type(e)(f"{e} (GradualPruner: the schedule goes from initial_sparsity="
                               f"{s['initial_sparsity']} to final_sparsity={s['final_sparsity']}; this "

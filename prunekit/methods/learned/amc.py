@@ -57,8 +57,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .search_space import (STATE_FEATURES, SearchResult, SearchSpace, check_budget, check_fraction,
-                           check_positive_int)
+from ..._validate import check_int, check_model, check_number
+from .search_space import STATE_FEATURES, SearchResult, SearchSpace, check_budget
 
 __all__ = ["AMCPolicy", "amc_search", "run_episode", "reinforce"]
 
@@ -129,8 +129,8 @@ def reinforce(space: SearchSpace, policy: nn.Module, mean_fn: Callable[[int, tor
         raise TypeError(f"method must be a non-empty string (the name recorded in the result), got {method!r}")
     budget, episodes, max_ratio, lr, sigma, sigma_decay, seed = check_search_args(
         policy, budget, episodes, max_ratio, lr, sigma, sigma_decay, seed)
-    sigma_min = check_fraction("sigma_min", sigma_min, 0.0, float("inf"))
-    baseline_momentum = check_fraction("baseline_momentum", baseline_momentum)
+    sigma_min = check_number("sigma_min", sigma_min, low=0.0)
+    baseline_momentum = check_number("baseline_momentum", baseline_momentum, low=0.0, high=1.0, high_open=True)
     batch = check_batch(batch)
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
@@ -176,15 +176,14 @@ def reinforce(space: SearchSpace, policy: nn.Module, mean_fn: Callable[[int, tor
 
 def check_search_args(model: Any, budget: Any, episodes: Any, max_ratio: Any, lr: Any, sigma: Any,
                       sigma_decay: Any, seed: Any, episodes_arg: str = "episodes") -> tuple:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     budget = check_budget(budget)
-    episodes = check_positive_int(episodes_arg, episodes)
-    max_ratio = check_fraction("max_ratio", max_ratio, closed_low=False)
-    lr = check_fraction("lr", lr, 0.0, float("inf"), closed_low=False)
-    sigma = check_fraction("sigma", sigma, 0.0, float("inf"))
-    sigma_decay = check_fraction("sigma_decay", sigma_decay, 0.0, 1.0, closed_low=False, closed_high=True)
-    seed = check_positive_int("seed", seed, 0)
+    episodes = check_int(episodes_arg, episodes, minimum=1)
+    max_ratio = check_number("max_ratio", max_ratio, low=0.0, high=1.0, low_open=True, high_open=True)
+    lr = check_number("lr", lr, low=0.0, low_open=True)
+    sigma = check_number("sigma", sigma, low=0.0)
+    sigma_decay = check_number("sigma_decay", sigma_decay, low=0.0, high=1.0, low_open=True)
+    seed = check_int("seed", seed, minimum=0)
     return budget, episodes, max_ratio, lr, sigma, sigma_decay, seed
 
 
@@ -243,7 +242,7 @@ def amc_search(
     budget, episodes, max_ratio, lr, sigma, sigma_decay, seed = check_search_args(
         model, budget, episodes, max_ratio, lr, sigma, sigma_decay, seed)
     batch = check_batch(batch)
-    hidden = check_positive_int("hidden", hidden)
+    hidden = check_int("hidden", hidden, minimum=1)
     space = SearchSpace(model, example_inputs, layers=layers)
     space.check_reachable(budget, max_ratio)
     with torch.random.fork_rng(devices=[]):

@@ -55,7 +55,8 @@ import torch
 from torch import nn
 
 from .amc import check_batch, check_search_args, reinforce, run_episode
-from .search_space import SearchResult, SearchSpace, check_positive_int
+from ..._validate import check_int
+from .search_space import SearchResult, SearchSpace
 
 __all__ = ["LayerGNN", "GNNPolicy", "adjacency", "gnn_search", "gnn_ratios"]
 
@@ -158,8 +159,8 @@ def gnn_search(
     budget, episodes, max_ratio, lr, sigma, sigma_decay, seed = check_search_args(
         model, budget, episodes, max_ratio, lr, sigma, sigma_decay, seed)
     batch = check_batch(batch)
-    hidden = check_positive_int("hidden", hidden)
-    rounds = check_positive_int("rounds", rounds, 0)
+    hidden = check_int("hidden", hidden, minimum=1)
+    rounds = check_int("rounds", rounds, minimum=0)
     if policy is not None and not isinstance(policy, GNNPolicy):
         raise TypeError(f"policy must be a GNNPolicy or None, got {type(policy).__name__}")
     space = SearchSpace(model, example_inputs, layers=layers)

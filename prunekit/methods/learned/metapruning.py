@@ -67,7 +67,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .search_space import SearchResult, SearchSpace, check_budget, check_fraction, check_positive_int
+from ..._validate import check_int, check_model, check_number
+from .search_space import SearchResult, SearchSpace, check_budget
 
 __all__ = ["Architecture", "PruningNet", "architecture_of", "train_pruningnet", "evolutionary_search",
            "metapruning_search", "width_choices", "split_batches"]
@@ -97,14 +98,14 @@ class Architecture:
     make: Callable[[tuple[int, ...], int | None], nn.Module] | None = None
 
     def __post_init__(self) -> None:
-        check_positive_int("in_channels", self.in_channels)
-        check_positive_int("num_classes", self.num_classes)
+        check_int("in_channels", self.in_channels, minimum=1)
+        check_int("num_classes", self.num_classes, minimum=1)
         if not isinstance(self.widths, tuple) or not self.widths:
             raise TypeError(f"widths must be a non-empty tuple of ints, got {self.widths!r}")
         for w in self.widths:
-            check_positive_int("widths[i]", w)
+            check_int("widths[i]", w, minimum=1)
         if self.hidden is not None:
-            check_positive_int("hidden", self.hidden)
+            check_int("hidden", self.hidden, minimum=1)
         n = len(self.widths) + (self.hidden is not None)
         if not isinstance(self.layers, tuple) or len(self.layers) != n or not all(isinstance(x, str) for x in self.layers):
             raise ValueError(f"layers must be a tuple of {n} layer names (the convs, then the hidden Linear), "
@@ -119,8 +120,7 @@ def architecture_of(model: Any, architecture: Architecture | None = None) -> Arc
         if not isinstance(architecture, Architecture):
             raise TypeError(f"architecture must be a metapruning.Architecture, got {type(architecture).__name__}")
         return architecture
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_model(model)
     describe = getattr(model, "pruningnet_architecture", None)
     if not callable(describe):
         raise TypeError(f"a PruningNet needs the architecture of the {type(model).__name__}: pass "
@@ -135,7 +135,7 @@ def architecture_of(model: Any, architecture: Architecture | None = None) -> Arc
 
 def width_choices(sizes: Sequence[int], levels: int) -> list[list[int]]:
     """Per layer, the sorted distinct widths ``max(1, round(c * j / levels))``, ``j = 1..levels``."""
-    levels = check_positive_int("levels", levels)
+    levels = check_int("levels", levels, minimum=1)
     return [sorted({max(1, round(c * j / levels)) for j in range(1, levels + 1)}) for c in sizes]
 
 
@@ -306,7 +306,7 @@ def split_batches(train_loader: Any, n_val: int, seed: int) -> tuple[tuple, tupl
     if not hasattr(dataset, "tensors"):
         raise TypeError("train_loader must be a DataLoader over a TensorDataset (e.g. pk.zoo.loaders(name)[0])")
     x, y = dataset.tensors[0], dataset.tensors[1]
-    n_val = check_positive_int("n_val", n_val)
+    n_val = check_int("n_val", n_val, minimum=1)
     if n_val >= len(x):
         raise ValueError(f"n_val must be smaller than the training set ({len(x)}), got {n_val}")
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
@@ -327,9 +327,9 @@ def train_pruningnet(net: PruningNet, data: tuple[torch.Tensor, torch.Tensor], s
     not ``model(x)``), and its mini-batches are drawn with replacement from tensors by the same
     generator, interleaved with the configurations.
     """
-    steps = check_positive_int("steps", steps)
-    batch_size = check_positive_int("batch_size", batch_size)
-    lr = check_fraction("lr", lr, 0.0, float("inf"), closed_low=False)
+    steps = check_int("steps", steps, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    lr = check_number("lr", lr, low=0.0, low_open=True)
     choices = width_choices(net.full, levels)
     x, y = data
     gen = torch.Generator().manual_seed(seed)
@@ -370,10 +370,10 @@ def evolutionary_search(net: PruningNet, space: SearchSpace, batch: tuple[torch.
     PruningNet (``uniform_kept``, ``uniform_fitness``).
     """
     budget = check_budget(budget)
-    generations = check_positive_int("generations", generations)
-    population = check_positive_int("population", population, 2)
-    top_k = check_positive_int("top_k", top_k, 2)
-    mutation_prob = check_fraction("mutation_prob", mutation_prob, closed_high=True)
+    generations = check_int("generations", generations, minimum=1)
+    population = check_int("population", population, minimum=2)
+    top_k = check_int("top_k", top_k, minimum=2)
+    mutation_prob = check_number("mutation_prob", mutation_prob, low=0.0, high=1.0)
     if tuple(space.sizes) != tuple(net.full):
         raise ValueError(f"space has layers of sizes {space.sizes} but the PruningNet generates {net.full}")
     choices = width_choices(net.full, levels)
@@ -516,9 +516,9 @@ def metapruning_search(
                                  ("top_k", top_k, 2), ("levels", levels, 1), ("meta_hidden", meta_hidden, 1),
                                  ("batch_size", batch_size, 1), ("n_calibration", n_calibration, 1),
                                  ("seed", seed, 0)):
-        check_positive_int(name, value, minimum)
-    check_fraction("mutation_prob", mutation_prob, closed_high=True)
-    check_fraction("lr", lr, 0.0, float("inf"), closed_low=False)
+        check_int(name, value, minimum=minimum)
+    check_number("mutation_prob", mutation_prob, low=0.0, high=1.0)
+    check_number("lr", lr, low=0.0, low_open=True)
     if validation is None:
         (x_tr, y_tr), val = split_batches(train_loader, n_val, seed)
     else:

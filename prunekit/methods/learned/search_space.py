@@ -65,6 +65,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..._validate import check_int, check_model, check_number
 from ...core.masks import apply_masks
 from ...metrics import count_macs
 from ...structured.surgery import _copy, compact, plan_channels
@@ -74,7 +75,7 @@ _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 __all__ = [
     "LayerInfo", "SearchResult", "SearchSpace", "apply_ratios", "as_batch", "check_budget",
-    "check_positive_int", "check_fraction", "STATE_FEATURES",
+    "STATE_FEATURES",
 ]
 
 #: The AMC state embedding, in this order (He et al. 2018, Sec. 3.2), each normalised to [0, 1].
@@ -93,28 +94,6 @@ def check_budget(budget: Any, arg: str = "budget") -> float:
     return b
 
 
-def check_positive_int(arg: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{arg} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{arg} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_fraction(arg: str, value: Any, low: float = 0.0, high: float = 1.0, *, closed_low: bool = True,
-                   closed_high: bool = False) -> float:
-    """A float in the interval ``low..high`` (closedness as given)."""
-    interval = f"{'[' if closed_low else '('}{low:g}, {high:g}{']' if closed_high else ')'}"
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{arg} must be a number in {interval}, got {value!r}")
-    v = float(value)
-    ok_low = v >= low if closed_low else v > low
-    ok_high = v <= high if closed_high else v < high
-    if not (ok_low and ok_high) or math.isnan(v):
-        raise ValueError(f"{arg} must be in {interval}, got {value!r}")
-    return v
-
-
 def as_batch(loader: Any, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The examples of ``loader.dataset`` as one ``(inputs, targets)`` batch, in dataset order.
 
@@ -123,8 +102,8 @@ def as_batch(loader: Any, n: int | None = None, seed: int = 0) -> tuple[torch.Te
     the reward of a search, pass a *validation* loader (``pk.data.digits(validation=0.5)[1]``):
     neither the data the model was trained on nor the test split that reports the result.
     """
-    n = None if n is None else check_positive_int("n", n)
-    seed = check_positive_int("seed", seed, 0)
+    n = None if n is None else check_int("n", n, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
     dataset = getattr(loader, "dataset", loader)
     size = len(dataset)
     if n is None or n >= size:
@@ -212,8 +191,7 @@ class SearchSpace:
 
     def __init__(self, model: nn.Module, example_inputs: Any, *, layers: Sequence[str] | None = None,
                  verify: bool = True) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_model(model)
         if any(hasattr(m, "weight_mask") for m in model.modules()):
             raise ValueError("model already carries pruning masks; pass an unpruned model "
                              "(or make the masks permanent with pk.remove_masks first)")
@@ -368,7 +346,7 @@ class SearchSpace:
                             f"got {type(ratios).__name__}")
         if len(ratios) != len(self):
             raise ValueError(f"{arg} must have one ratio per layer ({len(self)}: {list(self.names)}), got {len(ratios)}")
-        return [check_fraction(f"{arg}[{i}]", r) for i, r in enumerate(ratios)]
+        return [check_number(f"{arg}[{i}]", r, low=0.0, high=1.0, high_open=True) for i, r in enumerate(ratios)]
 
     def removed(self, ratios: Any) -> list[int]:
         """Channels removed per layer: ``min(round(r * c), c - 1)``."""
@@ -481,7 +459,7 @@ class SearchSpace:
     def check_reachable(self, budget: float, max_ratio: float) -> int:
         """The budget in MACs; ``ValueError`` if pruning every layer at ``max_ratio`` cannot reach it."""
         budget = check_budget(budget)
-        max_ratio = check_fraction("max_ratio", max_ratio, closed_low=False)
+        max_ratio = check_number("max_ratio", max_ratio, low=0.0, high=1.0, low_open=True, high_open=True)
         limit = math.floor(budget * self.total_macs + 1e-9)
         floor = self.macs_of_kept([c - n for c, n in zip(self.sizes, self.max_removed(max_ratio))])
         if floor > limit:
