@@ -186,3 +186,13 @@ def test_bad_data_leaves_the_model_untouched(data, exc, word):
     with pytest.raises(exc, match=word):
         prune_force(model, data, 0.5, iterations=3)
     assert_untouched(model, snap)
+
+
+def test_one_iteration_is_snip_on_a_model_already_masked():
+    model, ref = _mlp(), _mlp()
+    for m in (model, ref):
+        pk.prune(m, 0.5, "random", seed=1)
+    masks = prune_force(model, _data(), 0.8, iterations=1)
+    snip = pk.prune(ref, 0.8, "snip", data=_data())
+    for k in masks:
+        assert torch.equal(masks[k], snip[k]), k

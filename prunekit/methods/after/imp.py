@@ -187,7 +187,8 @@ def imp(
 
     Raises:
         TypeError / ValueError naming the argument, before ``train_fn`` runs and before the
-        model is touched.
+        model is touched. An error raised by ``train_fn`` itself propagates, and the rounds
+        completed before it stay applied.
 
     >>> import torch, torch.nn as nn
     >>> _ = torch.manual_seed(0); net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
