@@ -20,6 +20,7 @@ parameter.
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Mapping
 
@@ -30,6 +31,9 @@ from torch.nn.utils import prune as torch_prune
 from .._validate import check_model
 from .targets import (Target, Use, _check_names, all_parameters, by_alias, computed_weight_hint, is_masked,
                       pruning_hooks)
+
+__all__ = ["apply_masks", "remove_masks", "get_masks", "check_maskable", "sparsity_of", "copy_model",
+           "pruning_hooks"]
 
 
 def _check_model(model: object) -> nn.Module:
@@ -244,6 +248,36 @@ def remove_masks(model: nn.Module, names: Iterable[str] | str | None = None) -> 
             for key in [k for k, h in m._forward_pre_hooks.items() if h is _refresh_out_proj]:
                 del m._forward_pre_hooks[key]
     return model
+
+
+def copy_model(model: nn.Module, fold: bool) -> nn.Module:
+    """A deep copy of ``model``; ``model`` is untouched.
+
+    ``torch.nn.utils.prune`` keeps the masked weight ``weight = weight_orig * weight_mask``
+    as a non-leaf tensor attribute, which ``copy.deepcopy`` refuses: it is copied detached.
+    With ``fold=False`` the copy keeps its masks (``weight_orig``, ``weight_mask``, hooks);
+    with ``fold=True`` every mask is folded in (``weight`` becomes a plain parameter equal
+    to ``orig * mask``; hooks and buffers gone), as :func:`remove_masks` would do.
+    """
+    _check_model(model)
+    if not isinstance(fold, bool):
+        raise TypeError(f"fold must be a bool, got {type(fold).__name__}")
+    memo: dict = {}
+    for m in model.modules():
+        for hook in pruning_hooks(m):
+            t = m.__dict__.get(hook._tensor_name)
+            if isinstance(t, torch.Tensor) and not t.is_leaf:
+                memo[id(t)] = t.detach().clone()
+    work = copy.deepcopy(model, memo)
+    if fold:
+        for m in work.modules():
+            for hook in pruning_hooks(m):
+                if hasattr(m, hook._tensor_name + "_mask"):
+                    torch_prune.remove(m, hook._tensor_name)
+            if isinstance(m, nn.MultiheadAttention):
+                for key in [k for k, h in m._forward_pre_hooks.items() if h is _refresh_out_proj]:
+                    del m._forward_pre_hooks[key]
+    return work
 
 
 def sparsity_of(masks: Mapping[str, torch.Tensor]) -> float:

@@ -95,7 +95,6 @@ applied with :func:`prunekit.apply_masks` and removed with :func:`compact_heads`
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Mapping
@@ -103,12 +102,12 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 from .. import granularity as gran
 from ..allocation import allocate, check_scope, check_scores, check_sparsity
 from ..criteria._common import iter_batches, model_device
 from ..blocks import MultiHeadSelfAttention
+from ..core.masks import copy_model
 from ..core.targets import all_parameters, effective
 
 __all__ = ["HeadSlice", "AttentionHeads", "find_heads", "head_scores", "head_masks", "removed_heads",
@@ -285,24 +284,6 @@ def head_masks(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str
 
 # --- removing heads physically ------------------------------------------------------------
 
-def _copy_folded(model: nn.Module) -> nn.Module:
-    """A deep copy with every ``torch.nn.utils.prune`` mask folded in (``weight = orig *
-    mask`` becomes a plain parameter; hooks and buffers gone)."""
-    memo: dict = {}
-    for m in model.modules():  # the masked weights are non-leaf attributes, which deepcopy refuses
-        for hook in m._forward_pre_hooks.values():
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                t = m.__dict__.get(hook._tensor_name)
-                if isinstance(t, torch.Tensor) and not t.is_leaf:
-                    memo[id(t)] = t.detach().clone()
-    work = copy.deepcopy(model, memo)
-    for m in work.modules():
-        for hook in [h for h in m._forward_pre_hooks.values() if isinstance(h, torch_prune.BasePruningMethod)]:
-            if hasattr(m, hook._tensor_name + "_mask"):
-                torch_prune.remove(m, hook._tensor_name)
-    return work
-
-
 def _out_weight(a: AttentionHeads) -> torch.Tensor:
     m = a.module
     return effective(m.proj, "weight") if isinstance(m, MultiHeadSelfAttention) else effective(m.out_proj, "weight")
@@ -472,7 +453,7 @@ def compact_heads(model: nn.Module) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    work = _copy_folded(model)
+    work = copy_model(model, fold=True)
     gone = removed_heads(work)
     modules = dict(work.named_modules())
     for a in find_heads(work):
@@ -506,7 +487,7 @@ def _gated_copy(model: nn.Module) -> tuple[nn.Module, dict[str, MultiHeadSelfAtt
     is a :class:`~prunekit.models.MultiHeadSelfAttention` (an ``nn.MultiheadAttention``
     becomes the equivalent :class:`PrunedMultiheadAttention` with all its heads), so that
     the concatenated head outputs are the input of its ``proj``."""
-    work = _copy_folded(model)
+    work = copy_model(model, fold=True)
     attns = {}
     for a in find_heads(work):
         m = a.module

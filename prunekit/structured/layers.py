@@ -88,7 +88,7 @@ from torch import nn
 
 from .. import granularity as gran
 from ..allocation import allocate, check_scope, check_scores, check_sparsity
-from .heads import _copy_folded
+from ..core.masks import copy_model
 from ..blocks import BasicBlock, ViTBlock
 from ..core.targets import all_parameters
 
@@ -269,7 +269,7 @@ def drop_layers(model: nn.Module) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    work = _copy_folded(model)
+    work = copy_model(model, fold=True)
     gone = set(removed_blocks(work))
     blocks = [b for b in find_blocks(work) if b.name in gone]
     modules = dict(work.named_modules())
