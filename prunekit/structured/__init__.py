@@ -7,7 +7,7 @@ from . import groups, heads, layers, surgery
 from .groups import prune_groups
 from .heads import compact_heads
 from .layers import drop_layers
-from .surgery import compact, zero_removed_channels
+from .compact import compact, zero_removed_channels
 
 __all__ = ["groups", "heads", "layers", "surgery", "prune_groups", "compact_heads", "drop_layers", "compact",
            "zero_removed_channels"]

@@ -59,7 +59,7 @@ from ..criteria import get as get_criterion
 from ..criteria import score
 from ..granularity import channel_mask, channel_scores, check_reduction, parse_granularity
 from ..core.masks import apply_masks
-from .surgery import plan_channels
+from ..core.graph.channels import plan_channels
 from ..core.targets import find_targets
 
 

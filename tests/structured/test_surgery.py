@@ -361,16 +361,41 @@ def _mask_first_rows(model, name, rows):
     (SplitSizes(), "conv.weight", torch.randn(1, 3, 4, 4), ["split/indexing", "'split'"]),
     (Rolled(), "conv.weight", torch.randn(1, 3, 4, 4), ["no rule for", "roll"]),
     (ScaledGate(), "conv.weight", torch.randn(1, 3, 4, 4), ["sigmoid-like gate", "'head'"]),
-    (GateUsedTwice(), "conv.weight", torch.randn(1, 3, 4, 4), ["also used elsewhere", "'excite'"]),
     (Gated(True), "conv.weight", torch.randn(1, 3, 4, 4), ["sigmoid-like gate", "'add'"]),
     (HardCodedShuffle(), "conv.weight", torch.randn(1, 3, 4, 4), ["channel shuffle with hard-coded sizes", "view"]),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
      ["sigmoid-like gate", "'2'"]),
-    (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "0.weight", torch.randn(1, 4),
-     ["LayerNorm", "'1'"]),
+    (nn.Sequential(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
+     ["GroupNorm", "'1'"]),
+])
+def test_unsupported_constructs_keep_their_channels_and_name_them(model, name, x, words):
+    """Channels that reach a construct no rule follows are kept (documented rule), with a
+    warning naming the construct; the call never fails and the result equals the masked model."""
+    _mask_first_rows(model, name, [0])
+    snap = snapshot(model)
+    with pytest.warns(UserWarning, match="compact kept channels") as rec:
+        small = compact(model, x)
+    msg = " ".join(str(w.message) for w in rec)
+    for w in words:
+        assert w in msg
+    assert_untouched(model, snap)
+    assert pk.count_params(small) == pk.count_params(model)
+    plan = plan_channels(model, x)
+    assert len(plan.blocked) == 1 and plan.blocked[0][1] == 1
+    assert plan.groups[plan.blocked[0][0]]["fixed"] and plan.groups[plan.blocked[0][0]]["barriers"]
+    with torch.no_grad():
+        torch.testing.assert_close(tuple_of(small(x)), tuple_of(model(x)), rtol=1e-5, atol=1e-6)
+
+
+def tuple_of(y):
+    return y if isinstance(y, tuple) else (y,)
+
+
+@pytest.mark.parametrize("model, name, x, words", [
+    (GateUsedTwice(), "conv.weight", torch.randn(1, 3, 4, 4), ["also used elsewhere", "'excite'"]),
     (Reused(), "conv.weight", torch.randn(1, 4, 2, 2), ["more than once", "'conv'"]),
 ])
-def test_unsupported_constructs_raise_and_name_them(model, name, x, words):
+def test_unsupported_models_raise_and_name_the_construct(model, name, x, words):
     _mask_first_rows(model, name, [0])
     snap = snapshot(model)
     with pytest.raises(ValueError) as e:

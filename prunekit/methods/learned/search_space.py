@@ -67,7 +67,9 @@ from torch import nn
 
 from ...core.masks import apply_masks
 from ...metrics import count_macs
-from ...structured.surgery import _copy, compact, plan_channels
+from ...core.graph.channels import plan_channels
+from ...core.masks import copy_model
+from ...structured.compact import compact
 from ...core.targets import all_parameters
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -222,7 +224,7 @@ class SearchSpace:
             raise ValueError("model already carries pruning masks; pass an unpruned model "
                              "(or make the masks permanent with pk.remove_masks first)")
         self.example_inputs = example_inputs
-        self.model = _copy(model).eval()
+        self.model = copy_model(model, fold=False).eval()
         plan = plan_channels(self.model, example_inputs)
         modules = dict(self.model.named_modules())
         position = {n: i for i, n in enumerate(modules)}
