@@ -120,8 +120,8 @@ def _reference(work: nn.Module, plan: ChannelPlan, model: nn.Module, example_inp
     norms normalising over the kept channels (see the module docstring)."""
     if not plan.norm_index:
         return work
-    from ..core.graph.rules.norm import kept_norm_graph
-    return kept_norm_graph(work, trace(model, example_inputs).gm.graph, plan.norm_index)
+    from ..core.graph.rules.norm import KeptNormReference
+    return KeptNormReference(work, trace(model, example_inputs).gm.graph, plan.norm_index)
 
 
 def zero_removed_channels(model: nn.Module, example_inputs, inplace: bool = False) -> nn.Module:
@@ -177,8 +177,11 @@ def _shrink(plan: ChannelPlan, modules: dict, root: nn.Module) -> None:
         t = getattr(mod, attr)
         if t.shape[dim] != len(idx):
             _slice_param(mod, attr, idx, dim)
-            if isinstance(mod, nn.LayerNorm | nn.RMSNorm) and attr == "weight":
-                mod.normalized_shape = (len(idx),)
+    for owner, size in plan.norm_shapes.items():  # LayerNorm-like modules: the normalised width
+        mod = root.get_submodule(owner)
+        shape = getattr(mod, "normalized_shape", None)
+        if isinstance(shape, (tuple, list)) and len(shape) == 1:
+            mod.normalized_shape = (size,)
     for name, idx in plan.bn_index.items():
         bn = modules[name]
         if len(idx) == bn.num_features:

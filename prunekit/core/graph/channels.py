@@ -72,6 +72,8 @@ class ChannelPlan:
     blocked: list = field(default_factory=list)
     #: channel-norm nodes that lose channels -> (channel dim, kept indices, full size)
     norm_index: dict = field(default_factory=dict)
+    #: modules whose ``normalized_shape`` shrinks -> the kept width
+    norm_shapes: dict = field(default_factory=dict)
 
     def removed(self) -> int:
         """How many channels are removed over all groups."""
@@ -262,15 +264,18 @@ def _plan(model: nn.Module, example_inputs) -> ChannelPlan:
     in_index = {name: index(segs) for name, segs in tr.module_in.items()}
     bn_index = {name: index(segs) for name, segs in tr.bn_in.items()}
     attr_index = {name: (dim, index(segs)) for name, (dim, segs) in tr.attr_in.items()}
-    norm_index = {}
+    norm_index, norm_shapes = {}, {}
     for node, (dim, segs) in tr.norm_in.items():
         idx = index(segs)
         if len(idx) < full(segs):
             norm_index[node.name] = (dim, idx, full(segs))
+            if tr.norm_owner.get(node) is not None:
+                norm_shapes[tr.norm_owner[node]] = len(idx)
     at = lambda pairs: [(number.get(tr.find(sid)), c) for sid, c in pairs]  # noqa: E731
     return ChannelPlan(groups, out_index, in_index, bn_index, attr_index, dict(tr.grouped),
                        ties=[at(t) for t in tr.ties], chunks=[[at(p) for p in parts] for parts in tr.chunks],
-                       pins=at(tr.pins), blocked=blocked, norm_index=norm_index)
+                       pins=at(tr.pins), blocked=blocked, norm_index=norm_index,
+                       norm_shapes=norm_shapes)
 
 
 def plan_channels(model: nn.Module, example_inputs) -> ChannelPlan:

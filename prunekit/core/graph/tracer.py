@@ -84,6 +84,7 @@ class ChannelTracer(Spaces):
         self.module_out: dict[str, list] = {}  # Conv/Linear/depthwise conv -> segments of its output rows
         self.bn_in: dict[str, list] = {}       # BatchNorm -> segments of its channels
         self.norm_in: dict[fx.Node, tuple[int, list]] = {}  # channel-norm node -> (its channel dim, segments)
+        self.norm_owner: dict[fx.Node, str | None] = {}  # channel-norm node -> module holding normalized_shape
         self.gates: set[fx.Node] = set()       # outputs of gate activations (nonzero on removed channels)
         self.cdim: dict[fx.Node, int] = {}     # which dim of the tensor holds the channels (default 1)
         self.consts: set[fx.Node] = set()      # parameters/buffers (get_attr) and what is computed from them only
