@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_flatten
 
 from . import ops
 from .rules import lookup
-from .spaces import Segments, Spaces
+from .spaces import Spaces
 
 __all__ = ["ChannelTracer", "describe"]
 
