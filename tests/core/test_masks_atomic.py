@@ -49,21 +49,21 @@ def test_a_failure_on_the_second_of_three_parameters_rolls_back_exactly(monkeypa
     x = torch.randn(2, 4)
     with torch.no_grad():
         y = model(x)
-    real, calls = torch_prune.custom_from_mask, []
+    real, calls = core_masks._mask_use, []
 
-    def flaky(module, name, mask):
-        calls.append(module)
-        if len(calls) == 2:  # the first parameter is already masked when this fails
+    def flaky(use, mask):
+        calls.append(use)
+        real(use, mask)
+        if len(calls) == 2:  # two parameters are masked when this fails, the third is not
             raise RuntimeError("injected failure")
-        return real(module, name, mask)
 
-    monkeypatch.setattr(torch_prune, "custom_from_mask", flaky)
+    monkeypatch.setattr(core_masks, "_mask_use", flaky)
     masks = {f"{i}.weight": torch.rand_like(model[i].weight) > 0.5 for i in (0, 2, 4)}
     with pytest.raises(RuntimeError, match="injected"):
         pk.apply_masks(model, masks)
     assert len(calls) == 2
     assert_same_state(state(model), before)
-    monkeypatch.setattr(torch_prune, "custom_from_mask", real)
+    monkeypatch.setattr(core_masks, "_mask_use", real)
     with torch.no_grad():
         assert torch.equal(model(x), y)
     assert torch_prune.is_pruned(model) == premasked
@@ -104,3 +104,22 @@ def test_pruning_hooks_is_public_in_core_masks():
     pk.apply_masks(lin, {"weight": torch.ones(2, 3, dtype=torch.bool)})
     assert len(pruning_hooks(lin)) == 1 and pruning_hooks(lin, "bias") == []
     assert core_masks.pruning_hooks is pruning_hooks
+
+
+def test_a_first_mask_is_the_same_reparametrisation_as_torch_custom_from_mask():
+    ours, theirs = three_layers(), three_layers()
+    mask = torch.rand(6, 4) > 0.5
+    pk.apply_masks(ours, {"0.weight": mask})
+    torch_prune.custom_from_mask(theirs[0], "weight", mask)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    assert [type(h) for h in ours[0]._forward_pre_hooks.values()] == [torch_prune.CustomFromMask]
+    assert ours[0].weight_orig is not None and not isinstance(ours[0].weight, nn.Parameter)
+    x = torch.randn(2, 4)
+    assert torch.equal(ours(x), theirs(x))
+    second = torch.rand(6, 4) > 0.5  # a second mask composes the torch way
+    pk.apply_masks(ours, {"0.weight": second})
+    assert [type(h) for h in ours[0]._forward_pre_hooks.values()] == [torch_prune.PruningContainer]
+    assert torch.equal(ours[0].weight_mask.bool(), mask & second)

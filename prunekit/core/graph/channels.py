@@ -145,7 +145,19 @@ def _shared_spaces(tr: ChannelTracer, model: nn.Module) -> set[int]:
     matrix with the output head is not sliced with the head's input columns), so these
     spaces keep all their channels and every use keeps one, unsliced, parameter.
     """
-    pinned = set()
+    pinned: set[int] = set()
+    seen: set[int] = set()
+    for _, m in model.named_modules(remove_duplicate=False):  # cheap check first: most models share nothing
+        for p in m._parameters.values():
+            if p is not None and id(p) in seen:
+                break
+            if p is not None:
+                seen.add(id(p))
+        else:
+            continue
+        break
+    else:
+        return pinned
     for t in all_parameters(model).values():
         if len(t.uses) < 2:
             continue

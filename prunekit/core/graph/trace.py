@@ -75,7 +75,7 @@ def _is_leaf(m: nn.Module) -> bool:
 def _signature(model: nn.Module) -> tuple:
     mods = tuple((n, id(m), type(m)) for n, m in model.named_modules())
     # a masked weight is ``weight_orig`` (torch.nn.utils.prune): the same parameter for the graph
-    params = tuple((n.removesuffix("_orig"), tuple(p.shape), p.dtype) for n, p in model.named_parameters())
+    params = tuple(sorted((n.removesuffix("_orig"), tuple(p.shape), str(p.dtype)) for n, p in model.named_parameters()))
     masked = tuple(n for n, m in model.named_modules() if not _is_leaf(m) and pruning_hooks(m))
     forward = tuple(id(m.__dict__["forward"]) for m in model.modules() if "forward" in m.__dict__)
     from .rules import registry_version  # (a rule registered later changes what an analysis finds)
