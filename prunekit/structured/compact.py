@@ -73,8 +73,13 @@ def _gone(index: torch.Tensor, size: int) -> torch.Tensor:
     return gone
 
 
-def _zero(plan: ChannelPlan, modules: dict, root: nn.Module) -> None:
-    """Zero what a removed channel still carries: biases, BatchNorm shifts, additive parameters."""
+def _owner(name: str, modules: dict, root: nn.Module | None) -> nn.Module:
+    owner = name.rpartition(".")[0]
+    return root.get_submodule(owner) if root is not None else modules[owner]
+
+
+def _zero(plan: ChannelPlan, modules: dict, root: nn.Module | None = None) -> None:
+    """Zero what a removed channel still carries: biases, BatchNorm shifts, per-channel parameters."""
     with torch.no_grad():
         for name, idx in plan.out_index.items():  # producers and depthwise convs: biases
             b = getattr(modules[name], "bias", None)
@@ -87,8 +92,7 @@ def _zero(plan: ChannelPlan, modules: dict, root: nn.Module) -> None:
                 if t is not None:
                     t[gone.to(t.device)] = 0
         for name, (dim, idx) in plan.attr_index.items():  # class token, position embedding, norm weights
-            owner, _, attr = name.rpartition(".")
-            t = getattr(root.get_submodule(owner), attr)
+            t = getattr(_owner(name, modules, root), name.rpartition(".")[2])
             if t.shape[dim] != len(idx):
                 t.index_fill_(dim, _gone(idx, t.shape[dim]).nonzero().flatten().to(t.device), 0)
 
@@ -170,15 +174,14 @@ def _shrink_grouped(m: nn.Module, out_idx: torch.Tensor, in_idx: torch.Tensor) -
     m.out_channels, m.in_channels = len(out_idx), len(in_idx)
 
 
-def _shrink(plan: ChannelPlan, modules: dict, root: nn.Module) -> None:
+def _shrink(plan: ChannelPlan, modules: dict, root: nn.Module | None = None) -> None:
     for name, (dim, idx) in plan.attr_index.items():  # per-channel parameters (layer scale, tokens, norms)
-        owner, _, attr = name.rpartition(".")
-        mod = root.get_submodule(owner)
+        mod, attr = _owner(name, modules, root), name.rpartition(".")[2]
         t = getattr(mod, attr)
         if t.shape[dim] != len(idx):
             _slice_param(mod, attr, idx, dim)
     for owner, size in plan.norm_shapes.items():  # LayerNorm-like modules: the normalised width
-        mod = root.get_submodule(owner)
+        mod = root.get_submodule(owner) if root is not None else modules[owner]
         shape = getattr(mod, "normalized_shape", None)
         if isinstance(shape, (tuple, list)) and len(shape) == 1:
             mod.normalized_shape = (size,)

@@ -24,5 +24,6 @@ def _copy(model):
 def _trace(model, example_inputs):
     """Deprecated: :func:`prunekit.core.graph.trace`; returns ``(gm, modules)``."""
     from ..core.graph.trace import trace
+    _check_inputs(model, example_inputs)
     t = trace(model, example_inputs)
     return t.gm, t.modules

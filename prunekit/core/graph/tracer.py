@@ -12,9 +12,14 @@ rules, because they cut across all of them:
   followed by :mod:`.rules.index_split` and :mod:`.rules.reshape`;
 * a *gate* (the output of a sigmoid-like activation, nonzero on a removed channel) may
   only be a factor of ``gate * x`` (:mod:`.rules.gate`) or pass through per-channel ops;
-* a module with parameters that is called more than once is refused (``ValueError``).
+* a module with parameters that is called more than once is refused (``ValueError``), as
+  is a model that ``torch.fx.symbolic_trace`` cannot trace (``TypeError``, from :mod:`.trace`).
 
-The channel dim of a tensor is dim 1 unless an operation moved it (``self.cdim``).
+The model's inputs and outputs are fixed spaces: their channels are never removed (the
+classifier keeps its classes). The channel dim of a tensor is dim 1 (``[N, C, ...]`` or
+``[N, F]``) unless an operation moved it (``self.cdim``): a permute (ConvNeXt's channels-last
+``[N, H, W, C]``), or a Linear, which puts its output channels in the last dim
+(``[N, L, C]`` tokens).
 """
 
 from __future__ import annotations
