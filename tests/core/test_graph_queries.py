@@ -96,3 +96,15 @@ def test_trace_errors_name_the_argument():
         trace(net(), torch.randn(2, 5, 4, 4))
     with pytest.raises(TypeError, match="symbolic_trace cannot trace"):
         trace(Branchy(), torch.randn(1, 3, 2, 2))
+
+
+def test_changing_a_layers_hyperparameters_invalidates_the_cached_trace():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    x = torch.randn(1, 3, 6, 6)
+    first = trace(model, x)
+    assert trace(model, x) is first
+    model[0].padding = (1, 1)  # the same modules and parameters, another conv output shape
+    second = trace(model, x)
+    assert second is not first
+    conv = lambda t: next(n for n in t.gm.graph.nodes if n.target == "0").meta["tensor_meta"].shape  # noqa: E731
+    assert (conv(first)[-1], conv(second)[-1]) == (4, 6)

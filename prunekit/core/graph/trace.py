@@ -8,8 +8,8 @@ queries of :mod:`prunekit.core.graph.queries`.
 
 Both are cached per model (a weak reference: the cache dies with the model). An entry is
 reused only while the model has the same modules (the same objects, under the same
-names), the same parameter shapes, the same masked parameters in modules that the trace
-goes *into* (a ``torch.nn`` layer is a leaf, so masking a Conv or Linear does not change
+names, with the same hyperparameters as ``extra_repr`` shows them), the same parameter
+shapes, the same masked parameters in modules that the trace goes *into* (a ``torch.nn`` layer is a leaf, so masking a Conv or Linear does not change
 the graph), and, for :func:`trace`, inputs of the same shapes, dtypes and devices. So
 ``pk.prune(..., example_inputs=x)`` and then ``pk.compact(model, x)`` trace once.
 """
@@ -73,7 +73,8 @@ def _is_leaf(m: nn.Module) -> bool:
 
 
 def _signature(model: nn.Module) -> tuple:
-    mods = tuple((n, id(m), type(m)) for n, m in model.named_modules())
+    # the modules, their hyperparameters (stride, groups, normalized_shape ... via extra_repr)
+    mods = tuple((n, id(m), type(m), m.extra_repr()) for n, m in model.named_modules())
     # a masked weight is ``weight_orig`` (torch.nn.utils.prune): the same parameter for the graph
     params = tuple(sorted((n.removesuffix("_orig"), tuple(p.shape), str(p.dtype)) for n, p in model.named_parameters()))
     masked = tuple(n for n, m in model.named_modules() if not _is_leaf(m) and pruning_hooks(m))
