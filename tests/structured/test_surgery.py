@@ -485,8 +485,33 @@ def test_torchvision_style_densenet():
 def test_untraceable_and_hard_coded_shapes():
     with pytest.raises(TypeError, match="symbolic_trace"):
         compact(_mask_first_rows(Branchy(), "fc.weight", [0]), torch.randn(1, 4))
-    with pytest.raises(ValueError, match="hard-coded shape"):
-        compact(_mask_first_rows(HardCodedView(), "conv.weight", [0, 1]), torch.randn(1, 3, 6, 6))
+    # a view with a constant size over the channels would not shrink with them: they are kept
+    with pytest.warns(UserWarning, match="'view'.*constant"):
+        small = compact(_mask_first_rows(HardCodedView(), "conv.weight", [0, 1]), torch.randn(1, 3, 6, 6))
+    assert small.conv.out_channels == 4 and small.fc.in_features == 64
+
+
+class SizedByAnother(nn.Module):  # MaxViT-like: a view sized by another tensor's channel count
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        n, c, h, w = y.shape
+        z = self.b(x).flatten(2).view(n, c, h, w)  # b's channels, a's count
+        return self.head(z) + y.sum()
+
+
+def test_a_channel_count_read_elsewhere_keeps_those_channels():
+    model = _mask_first_rows(SizedByAnother(), "a.weight", [0, 1])
+    _mask_first_rows(model, "b.weight", [2])
+    x = torch.randn(1, 3, 2, 2)
+    with pytest.warns(UserWarning, match="channel count of 'a'"):
+        small = compact(model, x)
+    assert small.a.out_channels == small.b.out_channels == 4  # both: b is viewed with a's count
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_removed_channels(model, x)(x), rtol=1e-4, atol=1e-5)
 
 
 def test_bad_arguments():

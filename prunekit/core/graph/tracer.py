@@ -104,6 +104,10 @@ class ChannelTracer(Spaces):
         self.pins: list[tuple[int, int]] = []  # (space, channel)s a constant slice needs where they are
         self.follows: list[tuple[int, int, str]] = []  # (gate space, data space, where): gate keeps data's channels
         self.const_root: dict[fx.Node, tuple[str, int]] = {}  # constant -> (parameter it repeats, that dim offset)
+        # ints computed from a tensor's channel count (``C = x.shape[1]``, ``C // g``): -> (tensors, direct)
+        self.size_reads: dict[fx.Node, tuple[set, bool]] = {}
+        self.accepted: dict[fx.Node, set] = {}  # node -> the size reads its rule follows with the channels
+        self.size_claims: list[tuple[fx.Node, fx.Node]] = []  # (size read, tensor it must size): checked at the end
 
     # --- helpers for rules ----------------------------------------------------------
     @staticmethod
@@ -234,7 +238,23 @@ class ChannelTracer(Spaces):
             self.info[node] = self.visit(node)
             if self.info[node] is not None and node.op != "output" and self.gate_like(node):
                 self.gates.add(node)
+        self._check_size_claims()
         return self
+
+    def _check_size_claims(self) -> None:
+        """A view sized by a tensor's channel count is exact if that tensor ends in the same group as
+        the viewed one (or one is a gate following the other); else both keep their channels."""
+        follow = {self.find(g): self.find(d) for g, d, _ in self.follows}
+        lead = lambda sid: follow.get(self.find(sid), self.find(sid))  # noqa: E731
+        for arg, src in self.size_claims:
+            roots = [(lead(sid), rep) for sid, rep, _ in self.info[src]]
+            for t in self.size_reads[arg][0]:
+                if self.whole(t) and [(lead(sid), rep) for sid, rep, _ in self.info[t]] == roots:
+                    continue
+                what = (f"{describe(arg, self.modules)}: the channel count of {t.name!r} sizes a view of "
+                        f"{src.name!r}, which has other channels")
+                for sid, *_ in list(self.info[t]) + list(self.info[src]):
+                    self.space(sid).barriers.append(what)
 
     def gate_like(self, node: fx.Node, visited: bool = True) -> bool:
         """A gate activation, or a per-channel op (or reshape) on a gate's output."""
@@ -270,7 +290,46 @@ class ChannelTracer(Spaces):
         args = self.tensor_args(node)
         tm = node.meta.get("tensor_meta")
         if tm is None:
+            self._size_read(node)
             return None  # sizes, shapes, ints: no channels involved
+        out = self._visit(node, args, tm)
+        self._check_size_reads(node)
+        return out
+
+    def _size_read(self, node: fx.Node) -> None:
+        """Remember ints that are a tensor's channel count (``x.shape[1]``, ``x.size(1)``) or computed from one."""
+        src, i = None, None
+        a0 = node.args[0] if node.args else None
+        if node.op == "call_method" and node.target == "size" and len(node.args) == 2:
+            src, i = node.args
+        elif node.op == "call_function" and node.target is operator.getitem and isinstance(a0, fx.Node):
+            if a0.op == "call_function" and a0.target is getattr and a0.args[1] == "shape":
+                src, i = a0.args[0], node.args[1]
+            elif a0.op == "call_method" and a0.target == "size" and len(a0.args) == 1:
+                src, i = a0.args[0], node.args[1]
+        shape = self.shape(src)
+        if isinstance(i, int) and shape is not None and self.info.get(src) is not None \
+                and i % len(shape) == self.cd(src) and src not in self.consts:
+            self.size_reads[node] = ({src}, True)
+            return
+        reads = [a for a in node.all_input_nodes if a in self.size_reads]
+        if reads:
+            self.size_reads[node] = (set().union(*(self.size_reads[a][0] for a in reads)), False)
+
+    def _check_size_reads(self, node: fx.Node) -> None:
+        """A channel count read by a node whose rule does not follow it (``torch.zeros(N, C)``, a view
+        sized by another tensor): the compacted model would read the shrunk count there, so the
+        channels of the tensors it was read from are kept."""
+        ok = self.accepted.get(node, set())
+        for a in node.all_input_nodes:
+            if a in self.size_reads and a not in ok:
+                for t in self.size_reads[a][0]:
+                    for sid, *_ in self.info.get(t) or []:
+                        self.space(sid).barriers.append(
+                            f"{describe(node, self.modules)}: uses the channel count of {t.name!r} "
+                            "(it would change with the channels)")
+
+    def _visit(self, node: fx.Node, args: list, tm) -> list | None:
         if args and all(a in self.consts for a in args) and node.op != "call_module":
             self.consts.add(node)  # computed from parameters only (e.g. a class token expanded)
             self._follow_const(node, args)

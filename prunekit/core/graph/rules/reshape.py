@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from . import register_rule
 
@@ -25,18 +26,70 @@ def keep_channels(tr, node, src, quiet: bool = False):
     if si is None or so is None or len(si) < 2:
         return tr.barrier(node, [src])
     si, so = list(si), list(so)
+    fixed = "a view/reshape whose channel size is a constant or another tensor's (it would not shrink)"
     if so[:d + 1] == si[:d + 1]:  # the dims up to the channels are unchanged
+        if not sizes_follow(tr, node, src, d):
+            return tr.barrier(node, [src], fixed)
         tr.cdim[node] = d
         return tr.info[src]
     tail = len(si) - d  # the channels and the dims after them unchanged, leading dims reshaped
     if len(so) >= tail and so[len(so) - tail:] == si[d:] and len(so) - tail >= 1:
+        if not sizes_follow(tr, node, src, len(so) - tail):
+            return tr.barrier(node, [src], fixed)
         tr.cdim[node] = len(so) - tail
         return tr.info[src]
     if d >= 1 and len(so) == d + 1 and so[:d] == si[:d] and so[d] == math.prod(si[d:]):
+        if not sizes_follow(tr, node, src, d, flattened=True):
+            return tr.barrier(node, [src], fixed)
         hw = math.prod(si[d + 1:])  # the channels and everything after them flattened
         tr.cdim[node] = d
         return [(sid, rep * hw, idx) for sid, rep, idx in tr.info[src]]
     return None if quiet else tr.barrier(node, [src])
+
+
+def _sizes(node) -> list | None:
+    """The explicit sizes of a ``view``/``reshape`` (``None`` for flatten/squeeze/unsqueeze)."""
+    name = getattr(node.target, "__name__", node.target)
+    if name not in ("view", "reshape"):
+        return None
+    sizes = list(node.args[1:]) + ([node.kwargs["shape"]] if "shape" in node.kwargs else [])
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    return sizes
+
+
+def same_channels_as(tr, arg, src, direct_only: bool = True) -> bool:
+    """Whether the int ``arg`` is the channel count of a tensor (``t.shape[c]``, or computed from
+    one when not ``direct_only``) that must keep ``src``'s channels; the compacted model then reads
+    the shrunk count, as it should. Whether ``t`` and ``src`` end in the same group (or a gate that
+    follows it) is known only after the walk: :meth:`ChannelTracer.run` checks the claim then, and
+    keeps both groups' channels if it fails."""
+    read = tr.size_reads.get(arg) if isinstance(arg, fx.Node) else None
+    if read is None or (direct_only and not read[1]) or not tr.whole(src):
+        return False
+    tr.size_claims.append((arg, src))
+    return True
+
+
+def sizes_follow(tr, node, src, od: int, flattened: bool = False) -> bool:
+    """Whether the compacted model's ``view``/``reshape`` of ``src`` will size its channel dim ``od``
+    by the channels it has: the size given there is ``-1``, or the channel count of ``src`` (or of a
+    tensor with the same channels: ``src.shape[1]``, ``t.size(-1)``). A constant
+    (``view(-1, 512 * 7 * 7)``) or another tensor's count (MaxViT's ``reshape(B, G, P, D)`` with ``D``
+    read from the block's input) would not follow the channels: they are then kept. Flatten,
+    squeeze and unsqueeze always follow."""
+    sizes = _sizes(node)
+    if sizes is None:
+        return True
+    if od >= len(sizes):
+        return False
+    arg = sizes[od]
+    if arg == -1:
+        return True
+    if not flattened and same_channels_as(tr, arg, src):
+        tr.accepted.setdefault(node, set()).add(arg)
+        return True
+    return False
 
 
 def reshape(tr, node, args):
@@ -92,6 +145,8 @@ def unflatten(tr, node, src):
     if len(dynamic) != 1:
         return tr.barrier(node, [src], "a view that splits the channels with no single size "
                           "computed at run time (e.g. a channel shuffle with hard-coded sizes)")
+    if same_channels_as(tr, sizes[d + dynamic[0]], src, direct_only=False):
+        tr.accepted.setdefault(node, set()).add(sizes[d + dynamic[0]])
     P = torch.arange(si[d]).view(so[d:d + k])
     pos = tr.positions(tr.info[src])
     for j in range(so[d + dynamic[0]]):
