@@ -20,7 +20,8 @@ def keep_channels(tr, node, src, quiet: bool = False):
     (``[N, C, H, W] -> [N, C, H*W]``, ``[N, L, C] -> [N*L, C]``). **Flatten** (``nn.Flatten``,
     ``torch.flatten``, ``view``/``reshape`` to ``[N, -1]``) of ``[N, C, H, W]`` maps channel
     ``c`` to the ``H*W`` consecutive features ``c*H*W ... (c+1)*H*W - 1`` of the following
-    Linear."""
+    Linear. The size a ``view``/``reshape`` gives the channel dim must follow the channels
+    (:func:`sizes_follow`): a constant there (``view(-1, 512 * 7 * 7)``) is a barrier."""
     si, so = tr.shape(src), tr.shape(node)
     d = tr.cd(src)
     if si is None or so is None or len(si) < 2:
