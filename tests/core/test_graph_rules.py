@@ -398,3 +398,28 @@ def test_every_builtin_rule_has_a_docstring():
     assert len(fns) >= 14
     for fn in fns:
         assert fn.__doc__ and len(fn.__doc__) > 40, fn.__name__
+
+
+class LayerNorm2d(nn.LayerNorm):  # torchvision's: permute, functional layer_norm, permute back
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("norm", [LayerNorm2d(6), "rms"])
+def test_functional_layernorm_and_rmsnorm_are_members(norm):
+    torch.manual_seed(0)
+    if norm == "rms":
+        model = nn.Sequential(nn.Linear(4, 6), nn.RMSNorm(6), nn.Linear(6, 2))
+        x = torch.randn(3, 4)
+    else:
+        model = nn.Sequential(nn.Conv2d(3, 6, 1), norm, nn.Conv2d(6, 2, 1))
+        x = torch.randn(2, 3, 3, 3)
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+        if getattr(model[1], "bias", None) is not None:
+            model[1].bias.uniform_(-1, 1)
+    mask_rows(model, "0.weight", [1, 4])
+    small = check(model, x)
+    assert tuple(small[1].normalized_shape) == (4,) and small[1].weight.shape == (4,)
