@@ -9,7 +9,7 @@ magnitude, with the classifier's output channels (the classes) kept:
 
 * prunekit: ``pk.prune(m, 0.4, criterion="magnitude", granularity="channel",
   scope="layer", reduction="l1", example_inputs=x, exclude=[classifier weight])`` (one
-  decision per group: :func:`prunekit.groups.prune_groups`), then ``pk.compact(m, x)``,
+  decision per group: :func:`prunekit.structured.groups.prune_groups`), then ``pk.compact(m, x)``,
   which checks its result against ``zero_removed_channels(m, x)`` on ``x`` (included in
   the time);
 * Torch-Pruning (``torch-pruning``, optional: without it the script runs prunekit only):
@@ -53,7 +53,7 @@ import torchvision
 from torch import nn
 
 import prunekit as pk
-from prunekit.surgery import zero_removed_channels
+from prunekit.structured.compact import zero_removed_channels
 
 try:
     import torch_pruning as tp
@@ -154,24 +154,28 @@ def _phases(model: nn.Module) -> list[tuple[str, object]]:
     inside the row above; the last rows cut across prune and compact."""
     from torch.fx.passes.shape_prop import ShapeProp
 
-    from prunekit import allocation, groups, guards, masks, pruning, surgery
+    from prunekit import allocation, pipeline
+    from prunekit.core import guards, masks
+    from prunekit.core.graph import channels, trace, tracer
+    from prunekit.structured import groups
+    compact = importlib.import_module("prunekit.structured.compact")   # the module, not the function
     return [
-        ("pk.prune (prune_groups)", pruning.prune),
-        ("  plan_channels (trace + walk + vote)", surgery.plan_channels),
+        ("pk.prune (coupled: prune_groups)", pipeline.prune),
+        ("  plan_channels (trace + walk + vote)", channels.plan_channels),
         ("  scoring (criterion)", pk.criteria.score),
         ("  group scores (_units)", groups._units),
-        ("  allocation (allocate)", allocation.allocate),
-        ("  apply_masks (torch.nn.utils.prune)", masks.apply_masks),
-        ("pk.compact", surgery.compact),
-        ("  deepcopy (_copy)", surgery._copy),
-        ("  _zero", surgery._zero),
-        ("  _shrink", surgery._shrink),
-        ("  verify: reference + result forward (_outputs)", surgery._outputs),
-        ("both: _plan (trace + walk + vote; prune's and compact's)", surgery._plan),
-        ("both: _trace (check forward + fx + ShapeProp)", surgery._trace),
+        ("  allocation (allocate_units)", allocation.allocate_units),
+        ("  apply_masks", masks.apply_masks),
+        ("pk.compact", compact.compact),
+        ("  copy_model (fold=True)", masks.copy_model),
+        ("  _zero", compact._zero),
+        ("  _shrink", compact._shrink),
+        ("  verify: reference + result forward (_run)", compact._run),
+        ("both: _plan (walk + vote; prune's and compact's)", channels._plan),
+        ("both: trace (cached fx trace + ShapeProp)", trace.trace),
         ("both:   fx.symbolic_trace", torch.fx.symbolic_trace),
         ("both:   ShapeProp forward", ShapeProp.propagate),
-        ("both: channel walk (_Tracer.run)", surgery._Tracer.run),
+        ("both: channel walk (ChannelTracer.run)", tracer.ChannelTracer.run),
         ("both: read_only snapshot + restore (preserved)", guards.preserved.__wrapped__),
         ("both: model.forward (eager ones + fx's symbolic calls)", type(model).forward),
     ]

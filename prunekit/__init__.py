@@ -26,7 +26,7 @@ from .pipeline import make_masks, prune
 from .structured.groups import prune_groups
 from .structured.heads import compact_heads
 from .structured.layers import drop_layers
-from .structured.surgery import compact, zero_removed_channels
+from .structured.compact import compact, zero_removed_channels
 from ._shim import DEPRECATED_MODULES, deprecated_attribute
 
 __version__ = "0.1.0"

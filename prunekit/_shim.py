@@ -21,7 +21,7 @@ DEPRECATED_MODULES: dict[str, str] = {
     "layers": "structured.layers",
     "pruning": "pipeline",
     "sparse_formats": "sparse.formats",
-    "surgery": "structured.surgery",
+    "surgery": "structured.compact",
     "methods.amc": "methods.learned.amc",
     "methods.gnn": "methods.learned.gnn",
     "methods.mask_learning": "methods.learned.mask_learning",

@@ -155,7 +155,7 @@ def test_shims_forward_and_warn():
         real = importlib.import_module(f"prunekit.{new}")
         public = [n for n in dir(real) if not n.startswith("_")]
         assert public and all(getattr(shim, n) is getattr(real, n) for n in public), old
-    with pytest.warns(DeprecationWarning, match="structured.surgery"):
+    with pytest.warns(DeprecationWarning, match="structured.compact"):
         sys.modules.pop("prunekit.surgery", None)
         vars(pk).pop("surgery", None)
         assert pk.surgery.compact is pk.compact

@@ -1,8 +1,9 @@
 """Plumbing with no taxonomy meaning: which parameters can be pruned (:mod:`.targets`), the
-``torch.nn.utils.prune``-compatible reparametrisation (:mod:`.masks`), and guards that
-restore a model's state (:mod:`.guards`). Everything else in prunekit builds on these.
+``torch.nn.utils.prune``-compatible reparametrisation (:mod:`.masks`), guards that restore a
+model's state (:mod:`.guards`), and the one traced graph of a model with its channel groups
+(:mod:`.graph`). Everything else in prunekit builds on these.
 """
 
-from . import guards, masks, targets
+from . import graph, guards, masks, targets
 
-__all__ = ["guards", "masks", "targets"]
+__all__ = ["graph", "guards", "masks", "targets"]

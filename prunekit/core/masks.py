@@ -20,6 +20,7 @@ parameter.
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Mapping
 
@@ -30,6 +31,9 @@ from torch.nn.utils import prune as torch_prune
 from .._validate import check_model
 from .targets import (Target, Use, _check_names, all_parameters, by_alias, computed_weight_hint, is_masked,
                       pruning_hooks)
+
+__all__ = ["apply_masks", "remove_masks", "get_masks", "check_maskable", "sparsity_of", "copy_model",
+           "pruning_hooks"]
 
 
 def _check_model(model: object) -> nn.Module:
@@ -153,15 +157,30 @@ def _all_or_nothing(model: nn.Module, uses: Iterable[Use]) -> Iterator[None]:
 def _mask_use(use: Use, mask: torch.Tensor) -> None:
     """Mask one use (``torch.nn.utils.prune`` composes with a mask it already has).
 
-    torch computes the masked ``weight`` attribute with autograd history, which makes the
-    model impossible to ``copy.deepcopy`` until its next forward pass. It is recomputed here
-    without history; the forward pre-hook recomputes it, with history, at every forward, so
-    training is unaffected.
+    A first mask is set up directly, as ``torch.nn.utils.prune.custom_from_mask`` would (the
+    same ``<name>_orig`` parameter, ``<name>_mask`` buffer in the parameter's dtype and
+    ``CustomFromMask`` forward pre-hook), without its multiplications by a ones tensor; a
+    second one goes through torch (a ``PruningContainer``). torch computes the masked
+    ``weight`` attribute with autograd history, which makes the model impossible to
+    ``copy.deepcopy`` until its next forward pass: it is computed here without history; the
+    forward pre-hook recomputes it, with history, at every forward, so training is unaffected.
     """
-    torch_prune.custom_from_mask(use.module, use.attr, mask)
+    m, attr = use.module, use.attr
+    orig = m._parameters.get(attr)
+    if isinstance(orig, nn.Parameter) and not pruning_hooks(m, attr) and not hasattr(m, attr + "_orig"):
+        method = torch_prune.CustomFromMask(mask)
+        method._tensor_name = attr
+        del m._parameters[attr]
+        m.register_parameter(attr + "_orig", orig)
+        m.register_buffer(attr + "_mask", mask.to(dtype=orig.dtype))
+        with torch.no_grad():
+            setattr(m, attr, method.apply_mask(m))
+        m.register_forward_pre_hook(method)
+        return
+    torch_prune.custom_from_mask(m, attr, mask)
     with torch.no_grad():
-        for hook in pruning_hooks(use.module, use.attr):
-            setattr(use.module, use.attr, hook.apply_mask(use.module))
+        for hook in pruning_hooks(m, attr):
+            setattr(m, attr, hook.apply_mask(m))
 
 
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -244,6 +263,57 @@ def remove_masks(model: nn.Module, names: Iterable[str] | str | None = None) -> 
             for key in [k for k, h in m._forward_pre_hooks.items() if h is _refresh_out_proj]:
                 del m._forward_pre_hooks[key]
     return model
+
+
+def copy_model(model: nn.Module, fold: bool) -> nn.Module:
+    """A deep copy of ``model``; ``model`` is untouched.
+
+    ``torch.nn.utils.prune`` keeps the masked weight ``weight = weight_orig * weight_mask``
+    as a non-leaf tensor attribute, which ``copy.deepcopy`` refuses: it is copied detached.
+    With ``fold=False`` the copy keeps its masks (``weight_orig``, ``weight_mask``, hooks);
+    with ``fold=True`` every mask is folded in (``weight`` becomes a plain parameter equal
+    to ``orig * mask``; hooks and buffers gone), as :func:`remove_masks` would do.
+    """
+    _check_model(model)
+    if not isinstance(fold, bool):
+        raise TypeError(f"fold must be a bool, got {type(fold).__name__}")
+    memo: dict = {}
+    for m in model.modules():
+        for hook in pruning_hooks(m):
+            name = hook._tensor_name
+            t = m.__dict__.get(name)
+            orig, mask = m._parameters.get(name + "_orig"), m._buffers.get(name + "_mask")
+            if fold and isinstance(orig, nn.Parameter) and isinstance(mask, torch.Tensor):
+                # copy only the folded weight: orig, mask and the hook's own masks are dropped below
+                if id(orig) not in memo:
+                    with torch.no_grad():
+                        memo[id(orig)] = nn.Parameter(orig.detach() * mask, requires_grad=orig.requires_grad)
+                memo[id(mask)] = torch.empty(0)
+                for method in getattr(hook, "_pruning_methods", (hook,)):
+                    for v in vars(method).values():
+                        if isinstance(v, torch.Tensor):
+                            memo[id(v)] = torch.empty(0)
+                if isinstance(t, torch.Tensor):
+                    memo[id(t)] = torch.empty(0)
+            elif isinstance(t, torch.Tensor) and not t.is_leaf:
+                memo[id(t)] = t.detach().clone()
+    work = copy.deepcopy(model, memo)
+    if fold:
+        for m in work.modules():
+            for key, hook in list(m._forward_pre_hooks.items()):
+                if not isinstance(hook, torch_prune.BasePruningMethod):
+                    continue
+                name = hook._tensor_name
+                if isinstance(m._parameters.get(name + "_orig"), nn.Parameter) and name + "_mask" in m._buffers:
+                    del m._forward_pre_hooks[key]
+                    folded = m._parameters.pop(name + "_orig")
+                    del m._buffers[name + "_mask"]
+                    m.__dict__.pop(name, None)
+                    m.register_parameter(name, folded)
+            if isinstance(m, nn.MultiheadAttention):
+                for key in [k for k, h in m._forward_pre_hooks.items() if h is _refresh_out_proj]:
+                    del m._forward_pre_hooks[key]
+    return work
 
 
 def sparsity_of(masks: Mapping[str, torch.Tensor]) -> float:

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..core.guards import describe as _describe
 from ..core.guards import example_inputs_fit, preserved, read_only  # noqa: F401 (used by criteria)
+from ..core.graph.queries import following_batchnorm  # noqa: F401 (re-exported for criteria)
 from ..core.targets import Target
 
 __all__ = ["check_optional_count", "check_batches", "check_loss_fn", "check_choice",
@@ -26,8 +27,6 @@ __all__ = ["check_optional_count", "check_batches", "check_loss_fn", "check_choi
            "following_batchnorm", "forward_with_hooks", "channel_activations"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -232,53 +231,6 @@ def out_channels(t: Target) -> int:
 def per_channel(x: torch.Tensor) -> torch.Tensor:
     """``[out, ...]`` -> ``[out, rest]`` (a 1-D tensor becomes ``[out, 1]``)."""
     return x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(-1, 1)
-
-
-def following_batchnorm(model: nn.Module, targets: list[Target]) -> dict[str, nn.Module | None]:
-    """For each target, the BatchNorm that directly consumes its module's output, or ``None``.
-
-    The graph is read with :func:`torch.fx.symbolic_trace`: the BatchNorm is the only user of
-    the layer's output (``conv -> bn``, as in VGG-style ``Sequential`` s and ResNet blocks,
-    including the ``downsample`` shortcut). If the model cannot be traced, the next leaf module
-    in registration order is used when it is a BatchNorm with matching width (the documented
-    fallback; it is right for ``Sequential`` models and torchvision-style blocks).
-    """
-    names = module_names(model)
-    modules = dict(model.named_modules())
-    result: dict[str, nn.Module | None] = {}
-    by_module: dict[str, nn.Module | None] | None = None
-    try:
-        from torch import fx
-
-        graph = fx.symbolic_trace(model).graph
-        by_module = {}
-        for node in graph.nodes:
-            if node.op != "call_module" or node.target in by_module:
-                continue
-            users = list(node.users)
-            bn = None
-            if len(users) == 1 and users[0].op == "call_module":
-                cand = modules.get(users[0].target)
-                if isinstance(cand, _BN_TYPES):
-                    bn = cand
-            by_module[node.target] = bn
-    except Exception:  # noqa: BLE001 - any tracing failure: fall back to module order
-        by_module = None
-    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
-    for t in targets:
-        mname = names.get(id(t.module), "")
-        width = out_channels(t)
-        bn = None
-        if by_module is not None and mname in by_module:
-            bn = by_module[mname]
-        elif by_module is None:
-            idx = next((i for i, (n, _) in enumerate(leaves) if n == mname), None)
-            if idx is not None and idx + 1 < len(leaves) and isinstance(leaves[idx + 1][1], _BN_TYPES):
-                bn = leaves[idx + 1][1]
-        if bn is not None and bn.num_features != width:
-            bn = None
-        result[t.name] = bn
-    return result
 
 
 def forward_with_hooks(model: nn.Module, data: Iterable, batches: int | None,

@@ -99,6 +99,7 @@ from torch import nn
 
 from .._validate import check_model
 from ..allocation import check_sparsity
+from ..core.graph.queries import _conv_ok, next_layers
 from ..core.targets import Target, effective, find_targets
 from .registry import register
 from ._common import check_batches, check_choice, check_optional_count, forward_with_hooks, preserved
@@ -109,14 +110,6 @@ __all__ = ["thinet", "lasso_channel", "obs", "contribution_gram", "thinet_order"
 #: procedures that moved to :mod:`prunekit.methods.after.reconstruction` (they modify the model)
 _MOVED = ("thinet_prune", "lasso_channel_prune", "obs_prune", "obs_prune_layer")
 
-_ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-                        nn.Hardswish, nn.Hardtanh, nn.Mish, nn.Dropout, nn.Identity)
-_ELEMENTWISE_FUNCS = {torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, torch.sigmoid,
-                      torch.tanh, F.hardswish, F.dropout}
-_ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh"}
-_SPATIAL_MODULES = (nn.BatchNorm2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-                    nn.Dropout2d)
-_SPATIAL_FUNCS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 
 
 # ------------------------------------------------------------------------- arguments
@@ -143,112 +136,6 @@ def _target_by_name(model: nn.Module, layer: object, arg: str = "layer") -> Targ
 
 
 # --------------------------------------------------------------- the consumer of a layer
-
-def _conv_ok(m: nn.Module) -> bool:
-    return isinstance(m, nn.Conv2d) and m.groups == 1 and m.padding_mode == "zeros" and \
-        not (isinstance(m.padding, str) and m.padding != "valid")
-
-
-def _flatten_from_1(node) -> bool:
-    if node.op == "call_module":
-        return False
-    args = list(node.args[1:]) + ([node.kwargs["start_dim"]] if "start_dim" in node.kwargs else [])
-    end = node.kwargs.get("end_dim", node.args[2] if len(node.args) > 2 else -1)
-    return len(args) >= 1 and args[0] == 1 and end == -1
-
-
-def _chain_step(node, modules: dict, conv_input: bool, flattened: bool):
-    """Classify ``node`` (the single user of the previous node): ("pass", flattened') to go on,
-    ("consumer", name) at a Linear/Conv2d, or None to stop."""
-    if node.op == "call_module":
-        m = modules[node.target]
-        if isinstance(m, nn.Linear):
-            return ("consumer", node.target)
-        if isinstance(m, nn.Conv2d):
-            return ("consumer", node.target) if (conv_input and not flattened and _conv_ok(m)) else None
-        if isinstance(m, _ELEMENTWISE_MODULES):
-            return ("pass", flattened)
-        if isinstance(m, nn.BatchNorm1d) and not conv_input:
-            return ("pass", flattened)
-        if conv_input and not flattened and isinstance(m, _SPATIAL_MODULES):
-            return ("pass", flattened)
-        if conv_input and not flattened and isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1:
-            return ("pass", True)
-        return None
-    if node.op == "call_function":
-        if node.target in _ELEMENTWISE_FUNCS:
-            return ("pass", flattened)
-        if conv_input and not flattened and node.target in _SPATIAL_FUNCS:
-            return ("pass", flattened)
-        if conv_input and not flattened and node.target is torch.flatten and _flatten_from_1(node):
-            return ("pass", True)
-        return None
-    if node.op == "call_method":
-        if node.target in _ELEMENTWISE_METHODS:
-            return ("pass", flattened)
-        if conv_input and not flattened and node.target == "flatten" and _flatten_from_1(node):
-            return ("pass", True)
-    return None
-
-
-def next_layers(model: nn.Module, targets: list[Target] | None = None) -> dict[str, str | None]:
-    """``{weight name: module name of layer i+1 or None}`` for the targets (default: all Linear
-    and Conv weights), following single-user chains of per-channel operations in the
-    :func:`torch.fx.symbolic_trace` graph (see the module docstring). ``None``: no such layer.
-
-    >>> from prunekit.models import SmallCNN
-    >>> next_layers(SmallCNN(widths=(4, 8), hidden=8))
-    {'features.0.weight': 'features.4', 'features.4.weight': 'classifier.2', 'classifier.2.weight': 'classifier.4', 'classifier.4.weight': None}
-    """
-    targets = find_targets(model) if targets is None else targets
-    out: dict[str, str | None] = {t.name: None for t in targets}
-    try:
-        from torch import fx
-
-        graph = fx.symbolic_trace(model).graph
-    except Exception:  # noqa: BLE001 - untraceable: no layer has a known consumer
-        return out
-    modules = dict(model.named_modules())
-    names = {id(m): n for n, m in model.named_modules()}
-    calls: dict[str, list] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls.setdefault(node.target, []).append(node)
-    for t in targets:
-        if t.attr != "weight" or not isinstance(t.module, (nn.Linear, nn.Conv2d)):
-            continue
-        mname = names.get(id(t.module))
-        nodes = calls.get(mname, [])
-        if len(nodes) != 1:
-            continue
-        conv_input = isinstance(t.module, nn.Conv2d)
-        if conv_input and t.module.groups != 1:
-            continue
-        cur, flattened = nodes[0], False
-        while True:
-            users = list(cur.users)
-            if len(users) != 1:
-                break
-            user = users[0]
-            if not user.args or user.args[0] is not cur:
-                break
-            step = _chain_step(user, modules, conv_input, flattened)
-            if step is None:
-                break
-            if step[0] == "consumer":
-                consumer = modules[step[1]]
-                if isinstance(consumer, nn.Linear):
-                    # a Linear reads its last dim: a conv's channels must have been flattened into it
-                    if conv_input and (not flattened or consumer.in_features % t.shape[0]):
-                        break
-                    if not conv_input and consumer.in_features != t.shape[0]:
-                        break
-                out[t.name] = step[1]
-                break
-            flattened = step[1]
-            cur = user
-    return out
-
 
 # --------------------------------------------------------------- statistics from data
 

@@ -3,11 +3,11 @@ compaction into smaller layers (verified against the masked model), attention he
 whole residual blocks.
 """
 
-from . import groups, heads, layers, surgery
+from . import groups, heads, layers
 from .groups import prune_groups
 from .heads import compact_heads
 from .layers import drop_layers
-from .surgery import compact, zero_removed_channels
+from .compact import compact, zero_removed_channels
 
-__all__ = ["groups", "heads", "layers", "surgery", "prune_groups", "compact_heads", "drop_layers", "compact",
+__all__ = ["groups", "heads", "layers", "prune_groups", "compact_heads", "drop_layers", "compact",
            "zero_removed_channels"]

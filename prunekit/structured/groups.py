@@ -8,7 +8,7 @@ by keeping the union of what the producers keep, so pruning every layer on its o
 a residual network. Here the decision is taken per group, as in DepGraph (Fang et al.
 2023, the algorithm of Torch-Pruning):
 
-* the groups come from :func:`prunekit.structured.surgery.plan_channels` (torch.fx trace);
+* the groups come from :func:`prunekit.core.graph.channels.plan_channels` (torch.fx trace);
 * a group's score for channel ``c`` is the **sum over its producers** of their channel
   scores (the weight-level scores of a criterion reduced per output channel with
   ``reduction``, L2 by default; channel-level scores as they are);
@@ -17,7 +17,7 @@ a residual network. Here the decision is taken per group, as in DepGraph (Fang e
 * every producer of a group gets the same channel mask.
 
 A group that a **grouped conv** reads or writes (``g`` groups, see
-:mod:`prunekit.structured.surgery`) is pruned part by part: its ``g`` equal consecutive parts each
+:mod:`prunekit.core.graph`) is pruned part by part: its ``g`` equal consecutive parts each
 keep ``round(kept / g)`` channels (at least one), their best, so the conv keeps its
 group count and :func:`prunekit.compact` removes exactly what was chosen. With
 ``round_to=r`` every group keeps a multiple of ``r`` channels: the count removed is
@@ -25,7 +25,7 @@ rounded down (kept rounded up) to the next multiple, and a group smaller than ``
 is kept whole; for a grouped-conv group the multiple is of ``lcm(r, g)``. (Groups tied
 by a channel shuffle, below, are pruned by tie class and not rounded.)
 
-Groups that a **channel shuffle** ties together (:mod:`prunekit.structured.surgery`: the channels
+Groups that a **channel shuffle** ties together (:mod:`prunekit.core.graph`: the channels
 a shuffle interleaves are kept or removed together) are pruned as one unit whose
 elements are the *tie classes*, each scored by the mean of its channels' scores (a sum
 would favour the large classes); removing a class removes all its channels. The parts
@@ -59,8 +59,8 @@ from ..criteria import get as get_criterion
 from ..criteria import score
 from ..granularity import channel_mask, channel_scores, parse
 from ..core.masks import apply_masks
+from ..core.graph.channels import plan_channels
 from ..pipeline import register_coupled
-from .surgery import plan_channels
 from ..core.targets import find_targets
 
 
@@ -79,7 +79,7 @@ def group_scores(model: nn.Module, scores: dict[str, torch.Tensor], example_inpu
 
 
 class _Linked:
-    """Channels that a channel shuffle ties across groups (see :mod:`prunekit.structured.surgery`): the
+    """Channels that a channel shuffle ties across groups (see :mod:`prunekit.core.graph`): the
     tie classes, the groups they connect, and the chunk constraints between them."""
 
     def __init__(self, plan, prunable: dict[int, torch.Tensor]):

@@ -97,18 +97,17 @@ applied with :func:`prunekit.apply_masks` and removed with :func:`compact_heads`
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 from .._validate import check_model, check_scope, check_scores
 from ..allocation import allocate_units
 from ..blocks import MultiHeadSelfAttention
+from ..core.masks import copy_model
 from ..core.targets import all_parameters, effective
 from ..criteria._common import iter_batches, model_device
 from ..granularity.heads import AttentionHeads, HeadSlice, find_heads, head_mask, head_scores, heads_sparsity
@@ -134,24 +133,6 @@ def head_masks(scores: Mapping[str, torch.Tensor], sparsity: float | Mapping[str
 
 
 # --- removing heads physically ------------------------------------------------------------
-
-def _copy_folded(model: nn.Module) -> nn.Module:
-    """A deep copy with every ``torch.nn.utils.prune`` mask folded in (``weight = orig *
-    mask`` becomes a plain parameter; hooks and buffers gone)."""
-    memo: dict = {}
-    for m in model.modules():  # the masked weights are non-leaf attributes, which deepcopy refuses
-        for hook in m._forward_pre_hooks.values():
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                t = m.__dict__.get(hook._tensor_name)
-                if isinstance(t, torch.Tensor) and not t.is_leaf:
-                    memo[id(t)] = t.detach().clone()
-    work = copy.deepcopy(model, memo)
-    for m in work.modules():
-        for hook in [h for h in m._forward_pre_hooks.values() if isinstance(h, torch_prune.BasePruningMethod)]:
-            if hasattr(m, hook._tensor_name + "_mask"):
-                torch_prune.remove(m, hook._tensor_name)
-    return work
-
 
 def _out_weight(a: AttentionHeads) -> torch.Tensor:
     m = a.module
@@ -321,7 +302,7 @@ def compact_heads(model: nn.Module) -> nn.Module:
     ``AttentionHeads.head_params()`` per removed head.
     """
     check_model(model)
-    work = _copy_folded(model)
+    work = copy_model(model, fold=True)
     gone = removed_heads(work)
     modules = dict(work.named_modules())
     for a in find_heads(work):
@@ -355,7 +336,7 @@ def _gated_copy(model: nn.Module) -> tuple[nn.Module, dict[str, MultiHeadSelfAtt
     is a :class:`~prunekit.models.MultiHeadSelfAttention` (an ``nn.MultiheadAttention``
     becomes the equivalent :class:`PrunedMultiheadAttention` with all its heads), so that
     the concatenated head outputs are the input of its ``proj``."""
-    work = _copy_folded(model)
+    work = copy_model(model, fold=True)
     attns = {}
     for a in find_heads(work):
         m = a.module

@@ -88,11 +88,11 @@ from torch import nn
 
 from .._validate import check_model
 from ..blocks import ViTBlock
+from ..core.masks import copy_model
 from ..core.targets import all_parameters
 from ..granularity import layers as _units
 from ..granularity.layers import Block, block_scores, find_blocks
 from ..pipeline import make_masks
-from .heads import _copy_folded
 
 __all__ = ["Block", "find_blocks", "block_scores", "layer_masks", "removed_blocks", "drop_layers",
            "SkippableEncoderBlock"]
@@ -161,7 +161,7 @@ def drop_layers(model: nn.Module) -> nn.Module:
     outputs as the masked model.
     """
     check_model(model)
-    work = _copy_folded(model)
+    work = copy_model(model, fold=True)
     gone = set(removed_blocks(work))
     blocks = [b for b in find_blocks(work) if b.name in gone]
     modules = dict(work.named_modules())

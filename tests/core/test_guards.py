@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import prunekit as pk
-from prunekit.structured.surgery import compact, plan_channels, zero_removed_channels
+from prunekit.core.graph.channels import plan_channels
+from prunekit.structured.compact import compact, zero_removed_channels
 
 from helpers import assert_untouched, flaky_cross_entropy, snapshot
 

@@ -8,7 +8,7 @@ from torch import nn
 
 import prunekit as pk
 from prunekit.structured.groups import prune_groups
-from prunekit.structured.surgery import plan_channels
+from prunekit.core.graph.channels import plan_channels
 from helpers import assert_untouched, snapshot
 
 

@@ -10,7 +10,8 @@ from torch.nn.utils import prune as torch_prune
 
 import prunekit as pk
 from prunekit.models import MLP, ResNet, SmallCNN
-from prunekit.structured.surgery import compact, plan_channels, zero_removed_channels
+from prunekit.core.graph.channels import plan_channels
+from prunekit.structured.compact import compact, zero_removed_channels
 
 from helpers import assert_untouched, randomise_bn, snapshot, tiny_cnn
 
@@ -361,16 +362,41 @@ def _mask_first_rows(model, name, rows):
     (SplitSizes(), "conv.weight", torch.randn(1, 3, 4, 4), ["split/indexing", "'split'"]),
     (Rolled(), "conv.weight", torch.randn(1, 3, 4, 4), ["no rule for", "roll"]),
     (ScaledGate(), "conv.weight", torch.randn(1, 3, 4, 4), ["sigmoid-like gate", "'head'"]),
-    (GateUsedTwice(), "conv.weight", torch.randn(1, 3, 4, 4), ["also used elsewhere", "'excite'"]),
     (Gated(True), "conv.weight", torch.randn(1, 3, 4, 4), ["sigmoid-like gate", "'add'"]),
     (HardCodedShuffle(), "conv.weight", torch.randn(1, 3, 4, 4), ["channel shuffle with hard-coded sizes", "view"]),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
      ["sigmoid-like gate", "'2'"]),
-    (nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)), "0.weight", torch.randn(1, 4),
-     ["LayerNorm", "'1'"]),
+    (nn.Sequential(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4), nn.Conv2d(4, 2, 1)), "0.weight", torch.randn(1, 3, 2, 2),
+     ["GroupNorm", "'1'"]),
+])
+def test_unsupported_constructs_keep_their_channels_and_name_them(model, name, x, words):
+    """Channels that reach a construct no rule follows are kept (documented rule), with a
+    warning naming the construct; the call never fails and the result equals the masked model."""
+    _mask_first_rows(model, name, [0])
+    snap = snapshot(model)
+    with pytest.warns(UserWarning, match="compact kept channels") as rec:
+        small = compact(model, x)
+    msg = " ".join(str(w.message) for w in rec)
+    for w in words:
+        assert w in msg
+    assert_untouched(model, snap)
+    assert pk.count_params(small) == pk.count_params(model)
+    plan = plan_channels(model, x)
+    assert len(plan.blocked) == 1 and plan.blocked[0][1] == 1
+    assert plan.groups[plan.blocked[0][0]]["fixed"] and plan.groups[plan.blocked[0][0]]["barriers"]
+    with torch.no_grad():
+        torch.testing.assert_close(tuple_of(small(x)), tuple_of(model(x)), rtol=1e-5, atol=1e-6)
+
+
+def tuple_of(y):
+    return y if isinstance(y, tuple) else (y,)
+
+
+@pytest.mark.parametrize("model, name, x, words", [
+    (GateUsedTwice(), "conv.weight", torch.randn(1, 3, 4, 4), ["also used elsewhere", "'excite'"]),
     (Reused(), "conv.weight", torch.randn(1, 4, 2, 2), ["more than once", "'conv'"]),
 ])
-def test_unsupported_constructs_raise_and_name_them(model, name, x, words):
+def test_unsupported_models_raise_and_name_the_construct(model, name, x, words):
     _mask_first_rows(model, name, [0])
     snap = snapshot(model)
     with pytest.raises(ValueError) as e:
@@ -460,8 +486,33 @@ def test_torchvision_style_densenet():
 def test_untraceable_and_hard_coded_shapes():
     with pytest.raises(TypeError, match="symbolic_trace"):
         compact(_mask_first_rows(Branchy(), "fc.weight", [0]), torch.randn(1, 4))
-    with pytest.raises(ValueError, match="hard-coded shape"):
-        compact(_mask_first_rows(HardCodedView(), "conv.weight", [0, 1]), torch.randn(1, 3, 6, 6))
+    # a view with a constant size over the channels would not shrink with them: they are kept
+    with pytest.warns(UserWarning, match="'view'.*constant"):
+        small = compact(_mask_first_rows(HardCodedView(), "conv.weight", [0, 1]), torch.randn(1, 3, 6, 6))
+    assert small.conv.out_channels == 4 and small.fc.in_features == 64
+
+
+class SizedByAnother(nn.Module):  # MaxViT-like: a view sized by another tensor's channel count
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        n, c, h, w = y.shape
+        z = self.b(x).flatten(2).view(n, c, h, w)  # b's channels, a's count
+        return self.head(z) + y.sum()
+
+
+def test_a_channel_count_read_elsewhere_keeps_those_channels():
+    model = _mask_first_rows(SizedByAnother(), "a.weight", [0, 1])
+    _mask_first_rows(model, "b.weight", [2])
+    x = torch.randn(1, 3, 2, 2)
+    with pytest.warns(UserWarning, match="channel count of 'a'"):
+        small = compact(model, x)
+    assert small.a.out_channels == small.b.out_channels == 4  # both: b is viewed with a's count
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_removed_channels(model, x)(x), rtol=1e-4, atol=1e-5)
 
 
 def test_bad_arguments():

@@ -15,7 +15,7 @@ Here
       :class:`~prunekit.methods.learned.search_space.SearchSpace`; node features = the static part of
       AMC's state (index, ``c_in``, ``c_out``, stride, kernel, MACs; min-max normalised per
       model); directed edges = data flow ``i -> j`` when a producer of ``j`` reads the channels
-      of ``i`` (from :func:`prunekit.structured.surgery.plan_channels`, i.e. the torch.fx trace). A
+      of ``i`` (from :func:`prunekit.core.graph.channels.plan_channels`, i.e. the torch.fx trace). A
       residual stream is one node, so a ResNet's graph has cycles (stream -> block conv ->
       stream); message passing does not mind.
     * **GNN** (:class:`LayerGNN`, plain PyTorch, no graph library) -- ``rounds`` rounds of

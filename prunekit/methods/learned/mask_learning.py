@@ -42,7 +42,8 @@ from torch import nn
 
 from ..._validate import check_int, check_model, check_nonneg, check_positive
 from ...allocation import allocate, check_scope, check_sparsity
-from ...criteria._common import following_batchnorm, module_names
+from ...criteria._common import following_batchnorm
+from ...core.graph.queries import following_relu
 from ...core.masks import apply_masks, get_masks
 from ...core.targets import Target, find_targets
 from ...train import StepInfo, set_seed, train
@@ -64,30 +65,8 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 def _following_relu(model: nn.Module, sites: dict[str, nn.Module]) -> dict[str, nn.Module]:
     """For each site module, the ``nn.ReLU`` module that is its only consumer (and is called only
-    once in the model), found with :func:`torch.fx.symbolic_trace`; else the site itself."""
-    out = dict(sites)
-    try:
-        graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # untraceable model: gate the site's output directly
-        return out
-    modules = dict(model.named_modules())
-    names = module_names(model)
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    for node in graph.nodes:
-        if node.op != "call_module":
-            continue
-        for key, site in sites.items():
-            if names.get(id(site)) != node.target or calls.get(node.target, 0) != 1:
-                continue
-            users = list(node.users)
-            if len(users) == 1 and users[0].op == "call_module":
-                nxt = modules.get(users[0].target)
-                if isinstance(nxt, nn.ReLU) and calls.get(users[0].target, 0) == 1:
-                    out[key] = nxt
-    return out
+    once in the model); else the site itself (:func:`prunekit.core.graph.queries.following_relu`)."""
+    return following_relu(model, sites)
 
 
 def _gate_targets(model: nn.Module, include, exclude) -> list[Target]:

@@ -6,7 +6,7 @@ prunable layer, under a MAC budget (Cheng, Zhang & Shi, "A Survey on Deep Neural
 Pruning", arXiv 2308.06767, "learning to prune"). :class:`SearchSpace` describes that space
 for a traced model:
 
-* **layers** -- the prunable *channel groups* of :func:`prunekit.structured.surgery.plan_channels`:
+* **layers** -- the prunable *channel groups* of :func:`prunekit.core.graph.channels.plan_channels`:
   channels that must go together (a conv, its BatchNorm and the next layer's input columns;
   in a ResNet, every conv that adds into one residual stream). One ratio per group. A
   group is named after its first producer in module order (``"features.0"``, ``"conv1"``).
@@ -26,7 +26,7 @@ for a traced model:
   fine-tuning) on a validation batch. It is computed with :func:`torch.func.functional_call`
   on weights whose removed channels are zero -- filters, biases and BatchNorm
   ``gamma``/``beta``/``running_mean`` -- which is exactly what :func:`prunekit.compact`
-  computes (see :mod:`prunekit.structured.surgery`), without copying the model.
+  computes (see :mod:`prunekit.core.graph`), without copying the model.
 * **the budget wall** -- :meth:`SearchSpace.clip_removed`: AMC's action-space restriction
   (He et al., ECCV 2018, Sec. 3.3). When the agent decides layer ``t``, the layers before
   are fixed and every later layer is assumed pruned as hard as allowed (``max_ratio``); the
@@ -68,7 +68,9 @@ from torch import nn
 from ..._validate import check_int, check_model, check_number
 from ...core.masks import apply_masks
 from ...metrics import count_macs
-from ...structured.surgery import _copy, compact, plan_channels
+from ...core.graph.channels import plan_channels
+from ...core.masks import copy_model
+from ...structured.compact import compact
 from ...core.targets import all_parameters
 
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -196,7 +198,7 @@ class SearchSpace:
             raise ValueError("model already carries pruning masks; pass an unpruned model "
                              "(or make the masks permanent with pk.remove_masks first)")
         self.example_inputs = example_inputs
-        self.model = _copy(model).eval()
+        self.model = copy_model(model, fold=False).eval()
         plan = plan_channels(self.model, example_inputs)
         modules = dict(self.model.named_modules())
         position = {n: i for i, n in enumerate(modules)}
