@@ -106,6 +106,25 @@ def test_executed_macs_by_hand_on_a_two_conv_net():
     assert executed_macs(_net(), x).tolist() == [dense] * 5 == [pk.count_macs(_net(), x[:1])[0]] * 5
 
 
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.ReLU())
+        self.after = nn.Sequential(nn.Conv2d(4, 2, 1, bias=False))
+
+    def forward(self, x):
+        return self.after(x + self.body(x))
+
+
+def test_a_skipped_channel_refilled_by_a_residual_is_read():
+    gated = gate_model(_Residual(), 0.5)     # body: 2 of 4 computed; after: 1 of 2
+    x = torch.randn(3, 4, 5, 5)
+    per_input = (4 * 4 + 4 * 2 * 9 * 25     # predictor, conv of body
+                 + 4 * 2 + 4 * 1 * 1 * 25)  # x + body(x) has all 4 channels non-zero: all read
+    assert executed_macs(gated, x).tolist() == [per_input] * 3
+
+
 @pytest.mark.parametrize("scale", [True, False])
 def test_executed_macs_at_keep_one_equal_count_macs(scale):
     gated = gate_model(_net(bn=True), 1.0, scale=scale)
@@ -176,3 +195,14 @@ def test_other_bad_arguments():
         gate_model(Plain(), 0.5, include="conv")
     with pytest.raises(ValueError, match="no conv"):
         gate_model(Plain(), 0.5)
+
+
+def test_gated_model_trains_with_the_lasso_regulariser():
+    from prunekit.train import train
+    gated = gate_model(_net(bn=True), 0.5)
+    before = gated[0].predictor.weight.detach().clone()
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(8, 2, 5, 5, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(3)]
+    history = train(gated, batches, epochs=1, progress=False, regularizer=lambda m: 1e-3 * saliency_l1(m))
+    assert len(history) == 1 and not torch.equal(before, gated[0].predictor.weight.detach())
+    assert gated_channels(gated)["0"].sum(1).eq(2).all()

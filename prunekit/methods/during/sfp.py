@@ -75,6 +75,16 @@ class SoftFilterPruning:
         history: ``[(step, {name: number zeroed}), ...]`` for every update.
 
     Everything is checked at construction, before the model is touched.
+
+    >>> import torch, torch.nn as nn
+    >>> torch.manual_seed(0) and None
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 5, 3))
+    >>> sfp = SoftFilterPruning(model, 0.5)     # train(..., callback=sfp) with steps_per_epoch=
+    >>> {n: int(z.sum()) for n, z in sfp.update().items()}   # round(4.0), round(2.5)
+    {'0.weight': 4, '2.weight': 2}
+    >>> masks = sfp.finalize()                  # after the last epoch; then prunekit.compact
+    >>> [int(m.flatten(1).any(1).sum()) for m in masks.values()]
+    [4, 3]
     """
 
     def __init__(self, model: nn.Module, sparsity: float, *, include: Iterable[str] | str | None = None,

@@ -119,6 +119,18 @@ def gate_model(model: nn.Module, keep: float, *, include: Iterable[str] | str | 
     patterns (default: every conv in a Sequential); a pattern that matches no conv, or names a
     conv outside a Sequential, is a ``ValueError``. ``keep`` in (0, 1] and ``scale`` as in
     :class:`ChannelGate`. Checked before anything is copied.
+
+    >>> import torch, torch.nn as nn
+    >>> torch.manual_seed(0) and None
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    >>> gated = gate_model(model, keep=0.5)
+    >>> [type(m).__name__ for m in gated]
+    ['ChannelGate', 'Identity', 'Identity', 'ChannelGate']
+    >>> x = torch.randn(2, 3, 8, 8)
+    >>> executed_macs(gated, x).tolist()        # 3*8 + 3*4*9*36 + 4*4 + 4*2*9*16
+    [5080, 5080]
+    >>> gated[0].last_mask.sum(dim=1).tolist()  # round(0.5 * 8) channels per input
+    [4, 4]
     """
     check_model(model)
     keep = check_keep(keep)
@@ -209,13 +221,13 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
     With every gate at ``keep=1.0``, or an ungated model, the count per input equals
     :func:`prunekit.count_macs` on that input alone. The model runs once in eval mode, and
-    its mode is restored.
+    its mode is restored. Returns an int64 CPU tensor ``[batch]``.
     """
     check_model(model)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a batch tensor, got {type(x).__name__}")
     batch = x.shape[0]
-    total = torch.zeros(batch, dtype=torch.float64)
+    total = torch.zeros(batch, dtype=torch.float64, device=x.device)
     gate_masks: list[torch.Tensor] = []  # the masks of the gates run so far, latest last
     owner: dict[nn.Module, ChannelGate] = {m.conv: m for m in model.modules() if isinstance(m, ChannelGate)}
     pending: dict[nn.Module, tuple[torch.Tensor, int]] = {}  # a gated conv's reads, until its gate's mask exists
@@ -226,7 +238,7 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         zero = inp.reshape(batch, c, -1).eq(0).all(dim=2)
         skipped = next((m for m in reversed(gate_masks) if m.shape[1] == c), None)
         if skipped is None:
-            return torch.ones(batch, c, dtype=torch.bool)
+            return torch.ones(batch, c, dtype=torch.bool, device=inp.device)
         return ~(zero & ~skipped)
 
     def conv_hook(module, args, out):
@@ -236,7 +248,7 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         in_g = reads.reshape(batch, g, -1).sum(dim=2)                      # [B, g]
         pending[module] = (in_g, per_out)
         if module not in owner:
-            out_g = torch.full((batch, g), module.out_channels / g, dtype=torch.float64)
+            out_g = torch.full((batch, g), module.out_channels / g, dtype=torch.float64, device=total.device)
             total.add_((in_g * out_g).sum(dim=1) * per_out)
 
     def gate_hook(module, args, out):
@@ -252,7 +264,7 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if inp.dim() == 2:
             reads = read_channels(inp).to(torch.float64).sum(dim=1)
         else:  # tokens or other leading dims: every feature is read
-            reads = torch.full((batch,), float(inp.shape[-1]), dtype=torch.float64)
+            reads = torch.full((batch,), float(inp.shape[-1]), dtype=torch.float64, device=total.device)
         total.add_(reads * module.out_features * rows)
 
     handles = []
@@ -273,4 +285,4 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     finally:
         for h in handles:
             h.remove()
-    return total.round().to(torch.int64)
+    return total.round().to(torch.int64).cpu()

@@ -69,6 +69,12 @@ class EViTBlock(nn.Module):
     not copied. After each pass :attr:`last_tokens` is the number of output tokens and
     :attr:`last_kept` the kept token indices ``[batch, k]`` (0 = first patch token; ``None``
     when nothing was pruned).
+
+    >>> import torch
+    >>> from prunekit.blocks import ViTBlock
+    >>> block = EViTBlock(ViTBlock(16, 4), keep_rate=0.5)
+    >>> block(torch.randn(2, 1 + 10, 16)).shape   # class + ceil(0.5 * 10) kept + 1 fused
+    torch.Size([2, 7, 16])
     """
 
     def __init__(self, block: ViTBlock, keep_rate: float, *, fuse: bool = True):
