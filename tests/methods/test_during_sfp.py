@@ -133,6 +133,7 @@ def test_include_linear_and_l1_norm():
     ({"sparsity": 0.5, "every": "batch"}, ValueError, "every"),
     ({"sparsity": 0.5, "every": 0}, ValueError, "every"),
     ({"sparsity": 0.5, "steps_per_epoch": 0}, ValueError, "steps_per_epoch"),
+    ({"sparsity": 0.5, "bn_data": 3}, TypeError, "bn_data"),
     ({"sparsity": 0.5, "include": ["nope.*"]}, ValueError, "include"),
     ({"sparsity": 0.5, "include": ["0.bias"]}, ValueError, "include"),
 ])
@@ -153,3 +154,21 @@ def test_masked_model_and_no_convs_refused():
         SoftFilterPruning(nn.Sequential(nn.Linear(3, 3)), 0.5)
     with pytest.raises(TypeError, match="model"):
         SoftFilterPruning("model", 0.5)
+
+
+
+def test_bn_data_recalibrates_the_statistics_after_each_update():
+    model = _cnn(bn=True)
+    batches = _batches(3)
+    train(model, batches, epochs=1, progress=False)
+    reference = copy.deepcopy(model)
+    sfp = SoftFilterPruning(model, 0.5, bn_data=batches)
+    sfp.update()
+    SoftFilterPruning(reference, 0.5).update()           # the same filters, statistics left alone
+    assert not torch.equal(reference[4].running_mean, model[4].running_mean)
+    torch.optim.swa_utils.update_bn(batches, reference)  # recomputed by hand: the same
+    for a, b in ((reference[1], model[1]), (reference[4], model[4])):
+        torch.testing.assert_close(a.running_mean, b.running_mean)
+        torch.testing.assert_close(a.running_var, b.running_var)
+    assert model[1].running_mean[sfp.zeroed["0.weight"]].eq(0).all()   # a zeroed filter's mean is 0
+    assert model[1].momentum == 0.1                                    # momentum restored

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from ..._validate import check_int, check_model, check_number, check_sparsity
 from ...core.targets import Target, find_targets
@@ -59,6 +60,17 @@ class SoftFilterPruning:
         steps_per_epoch: with ``every="epoch"`` as a :func:`prunekit.train.train` callback,
             the number of steps per epoch (``len(train_loader)``): the update runs after the
             epoch's last step. Not needed when you call :meth:`epoch_end` yourself.
+        bn_data: batches (``(inputs, targets)`` or inputs; a few suffice) on which every
+            BatchNorm's running statistics are recomputed after each update and in
+            :meth:`finalize` (:func:`torch.optim.swa_utils.update_bn`: a cumulative average in
+            training mode, no gradient). Zeroing filters changes the distribution that every
+            later BatchNorm sees, so the running statistics gathered before the update are stale
+            until training refreshes them; an evaluation right after an update needs them
+            recomputed ("adaptive BN", Li et al., *EagleEye*, ECCV 2020). On the book's
+            SmallCNN on digits (P = 0.3, 8 epochs, seed 0; dense: 98.4%): 62% test accuracy right after the last
+            update with stale statistics, 96.7% with ``bn_data`` = the training loader (96.4%
+            after :meth:`finalize` and :func:`prunekit.compact`, at 80,344 of 161,408 MACs).
+            ``None``: statistics are left alone.
 
     Only the filter weights are zeroed, as in the paper's code (its convs have no bias); a
     bias or a following BatchNorm keeps the channel's output a constant until
@@ -89,8 +101,12 @@ class SoftFilterPruning:
 
     def __init__(self, model: nn.Module, sparsity: float, *, include: Iterable[str] | str | None = None,
                  exclude: Iterable[str] | str | None = None, norm: float = 2, every: str | int = "epoch",
-                 steps_per_epoch: int | None = None):
+                 steps_per_epoch: int | None = None, bn_data: Iterable | None = None):
         check_model(model)
+        if bn_data is not None and (isinstance(bn_data, (str, bytes, torch.Tensor)) or not isinstance(bn_data, Iterable)):
+            raise TypeError(f"bn_data must be an iterable of batches (a DataLoader or a list), got "
+                            f"{type(bn_data).__name__}")
+        self.bn_data = bn_data
         self.sparsity = check_sparsity(sparsity)
         self.norm = check_number("norm", norm, low=0.0, low_open=True, what="a finite number > 0 (p of the lp norm)")
         if isinstance(every, str):
@@ -147,6 +163,7 @@ class SoftFilterPruning:
             param[gone] = 0
             zeroed[name] = gone
         self.zeroed = zeroed
+        self._recalibrate()
         self.history.append((step, {n: int(g.sum()) for n, g in zeroed.items()}))
         return zeroed
 
@@ -181,4 +198,10 @@ class SoftFilterPruning:
         """
         masks = self._masks()
         apply_masks(self.model, masks)
+        self._recalibrate()
         return masks
+
+    def _recalibrate(self) -> None:
+        if self.bn_data is not None:
+            update_bn(self.bn_data, self.model)
+
