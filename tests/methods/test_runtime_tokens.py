@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import pytest
@@ -91,7 +92,7 @@ def test_macs_decrease_with_keep_rate():
     base = _vit()
     macs = evit_macs(base, _x(1), [1.0, 0.8, 0.6, 0.4, 0.2], locations=[1, 2])
     values = list(macs.values())
-    assert all(a > b for a, b in zip(values, values[1:]))
+    assert all(a > b for a, b in itertools.pairwise(values))
     # 0.9 keeps ceil(14.4) = 15 of 16 tokens + 1 fused: 17 tokens, as many as before, so no saving
     assert evit_macs(base, _x(1), [0.9])[0.9] == macs[1.0]
     from prunekit.metrics import count_macs
@@ -131,3 +132,13 @@ def test_dropped_attention_and_no_vit_refused():
         evit(torch.nn.Linear(2, 2), 0.5)
     with pytest.raises(ValueError, match="keep_rates"):
         evit_macs(_vit(), _x(1), [])
+
+
+def test_pruning_in_the_last_block_leaves_the_class_token_output_unchanged():
+    base = _vit()
+    x = _x()
+    pruned = evit(base, 0.3, locations=[2])
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), base(x))
+    assert pruned.blocks[2].last_tokens == 1 + 5 + 1                   # ceil(4.8) = 5
+    assert evit_macs(base, x[:1], [0.3], [2])[0.3] < evit_macs(base, x[:1], [1.0], [2])[1.0]

@@ -25,8 +25,8 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from ..._validate import check_int, check_model, check_number, check_sparsity
-from ...core.targets import Target, find_targets
 from ...core.masks import apply_masks
+from ...core.targets import Target, find_targets
 from ...pipeline import make_masks
 from ...train import StepInfo
 
@@ -103,7 +103,8 @@ class SoftFilterPruning:
                  exclude: Iterable[str] | str | None = None, norm: float = 2, every: str | int = "epoch",
                  steps_per_epoch: int | None = None, bn_data: Iterable | None = None):
         check_model(model)
-        if bn_data is not None and (isinstance(bn_data, (str, bytes, torch.Tensor)) or not isinstance(bn_data, Iterable)):
+        if bn_data is not None and (isinstance(bn_data, (str, bytes, torch.Tensor))
+                                    or not isinstance(bn_data, Iterable)):
             raise TypeError(f"bn_data must be an iterable of batches (a DataLoader or a list), got "
                             f"{type(bn_data).__name__}")
         self.bn_data = bn_data

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..._validate import check_bool, check_model, check_names, check_number
 
-__all__ = ["ChannelGate", "gate_model", "executed_macs", "saliency_l1", "gated_channels"]
+__all__ = ["ChannelGate", "executed_macs", "gate_model", "gated_channels", "saliency_l1"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

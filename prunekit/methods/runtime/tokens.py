@@ -100,7 +100,7 @@ class EViTBlock(nn.Module):
         out, weights = attention_with_weights(blk.attn, blk.norm1(x))
         x = x + out
         attentive = weights[:, :, 0, 1:].mean(dim=1)                  # [B, n]
-        top, idx = attentive.topk(k, dim=1)                            # sorted, most attentive first
+        idx = attentive.topk(k, dim=1).indices                          # sorted, most attentive first
         d = x.shape[-1]
         tokens = x[:, 1:]
         kept = tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, d))
@@ -142,11 +142,16 @@ def evit(model: nn.Module, keep_rate: float, locations: Sequence[int] | None = N
 
     ``locations`` are indices into the model's :class:`~prunekit.blocks.ViTBlock` s in module
     order (0-based; EViT uses blocks 4, 7 and 10 of DeiT-S's 12, i.e. ``[3, 6, 9]``); the default
-    is every block but the first (the default of :func:`evit_macs` too). ``keep_rate`` in (0, 1] is the fraction of the non-class tokens
-    kept at each location (``ceil``, see :func:`kept_tokens`), so after locations ``l_1 < l_2``
+    is every block but the first (the default of :func:`evit_macs` too). ``keep_rate`` in (0, 1]
+    is the fraction of the non-class tokens kept at each location (``ceil``, see
+    :func:`kept_tokens`), so after locations ``l_1 < l_2``
     a 1 + N token input has ``1 + k_1 + 1`` then ``1 + kept_tokens(keep_rate, k_1 + 1) + 1``
     tokens (the fused token takes part in the next ranking, as in EViT). ``fuse=False``
     drops the inattentive tokens instead (EViT's ablation). Checked before anything is copied.
+
+    Pruning in the *last* block changes no output of a model that reads the class token: the
+    class token's attention output is computed before the reorganisation and the MLP acts on
+    each token alone, so only the MACs drop.
     """
     check_model(model)
     keep_rate = check_keep_rate(keep_rate)
