@@ -106,6 +106,20 @@ def test_executed_macs_by_hand_on_a_two_conv_net():
     assert executed_macs(_net(), x).tolist() == [dense] * 5 == [pk.count_macs(_net(), x[:1])[0]] * 5
 
 
+def test_a_dead_relu_after_a_new_producer_is_not_credited_to_the_gate():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 3))
+    with torch.no_grad():
+        net[4].weight.copy_(-torch.eye(4))     # -(pooled ReLU output) <= 0: every hidden unit is dead
+        net[4].bias.zero_()
+    gated = gate_model(net, 0.5)
+    per_input = (2 * 4 + 2 * 2 * 9 * 25      # predictor, conv: 2 of 4 channels computed
+                 + 2 * 4                     # Linear(4, 4) reads the 2 computed channels
+                 + 4 * 3)                    # Linear(4, 3): its 4 inputs come from Linear(4, 4), all read
+    assert executed_macs(gated, _x()).tolist() == [per_input] * 5
+
+
 class _Residual(nn.Module):
     def __init__(self):
         super().__init__()

@@ -214,10 +214,13 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     needs:
 
     * a gated conv computes only its ``k`` kept output channels (:attr:`ChannelGate.last_mask`);
-    * a layer does not read an input channel that the last gate with that many channels skipped
-      for this input *and* that is exactly zero at this layer's input (so a skipped channel
-      saves the next conv's MACs for it; a channel re-filled by a residual addition or a
-      BatchNorm bias is read). Channels that merely happen to be zero are read.
+    * a layer does not read input channel ``c`` when the most recent *producer* of that many
+      channels (a gate, or an ungated Conv/Linear: it computes all its outputs; the gates'
+      predictors are not producers) skipped ``c`` for this input *and* ``c`` is exactly zero at
+      this layer's input. So a skipped channel saves the MACs of the convs and Linears that
+      read it next, through element-wise and pooling layers that keep it zero; a channel
+      re-filled by a residual addition is read; channels that merely happen to be zero (a dead
+      ReLU) are read, since no gate decided to skip them.
 
     With every gate at ``keep=1.0``, or an ungated model, the count per input equals
     :func:`prunekit.count_macs` on that input alone. The model runs once in eval mode, and
@@ -228,7 +231,8 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"x must be a batch tensor, got {type(x).__name__}")
     batch = x.shape[0]
     total = torch.zeros(batch, dtype=torch.float64, device=x.device)
-    gate_masks: list[torch.Tensor] = []  # the masks of the gates run so far, latest last
+    produced: list[torch.Tensor] = []  # [B, C] computed-channel masks of the producers run so far, latest last
+    predictors = {id(m.predictor) for m in model.modules() if isinstance(m, ChannelGate)}
     owner: dict[nn.Module, ChannelGate] = {m.conv: m for m in model.modules() if isinstance(m, ChannelGate)}
     pending: dict[nn.Module, tuple[torch.Tensor, int]] = {}  # a gated conv's reads, until its gate's mask exists
 
@@ -236,10 +240,13 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """``[batch, C]``: the input channels a layer reads (dim 1 is the channel dim)."""
         c = inp.shape[1]
         zero = inp.reshape(batch, c, -1).eq(0).all(dim=2)
-        skipped = next((m for m in reversed(gate_masks) if m.shape[1] == c), None)
-        if skipped is None:
+        computed = next((m for m in reversed(produced) if m.shape[1] == c), None)
+        if computed is None:
             return torch.ones(batch, c, dtype=torch.bool, device=inp.device)
-        return ~(zero & ~skipped)
+        return ~(zero & ~computed)
+
+    def produce(channels: int) -> None:
+        produced.append(torch.ones(batch, channels, dtype=torch.bool, device=total.device))
 
     def conv_hook(module, args, out):
         reads = read_channels(args[0]).to(torch.float64)                  # [B, Cin]
@@ -250,13 +257,14 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if module not in owner:
             out_g = torch.full((batch, g), module.out_channels / g, dtype=torch.float64, device=total.device)
             total.add_((in_g * out_g).sum(dim=1) * per_out)
+            produce(module.out_channels)
 
     def gate_hook(module, args, out):
         in_g, per_out = pending.pop(module.conv)
         g = module.conv.groups
         out_g = module.last_mask.to(torch.float64).reshape(batch, g, -1).sum(dim=2)
         total.add_((in_g * out_g).sum(dim=1) * per_out)
-        gate_masks.append(module.last_mask)
+        produced.append(module.last_mask)
 
     def linear_hook(module, args, out):
         inp = args[0]
@@ -266,6 +274,8 @@ def executed_macs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         else:  # tokens or other leading dims: every feature is read
             reads = torch.full((batch,), float(inp.shape[-1]), dtype=torch.float64, device=total.device)
         total.add_(reads * module.out_features * rows)
+        if id(module) not in predictors:
+            produce(module.out_features)
 
     handles = []
     try:
