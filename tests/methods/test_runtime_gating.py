@@ -220,3 +220,29 @@ def test_gated_model_trains_with_the_lasso_regulariser():
     history = train(gated, batches, epochs=1, progress=False, regularizer=lambda m: 1e-3 * saliency_l1(m))
     assert len(history) == 1 and not torch.equal(before, gated[0].predictor.weight.detach())
     assert gated_channels(gated)["0"].sum(1).eq(2).all()
+
+
+def test_threshold_gate_varies_the_channels_and_macs_per_input():
+    torch.manual_seed(0)
+    gated = gate_model(_net(), 0.75, threshold=1.0)   # k = round(3) of 4, round(4.5) = 4 of 6
+    for m in gated.modules():
+        if isinstance(m, ChannelGate):
+            with torch.no_grad():
+                m.predictor.weight.normal_(std=2.0)
+    x = torch.randn(16, 2, 5, 5) * torch.rand(16, 2, 1, 1) * 3
+    macs = executed_macs(gated, x)
+    g1, g2 = gated[0], gated[2]
+    for gate in (g1, g2):
+        s = gate.last_saliency
+        top = torch.zeros_like(s, dtype=torch.bool).scatter_(1, s.topk(gate.k, 1).indices, True)
+        expected = (top & (s > 1.0)).sum(1).clamp(min=1)
+        assert torch.equal(gate.last_mask.sum(1), expected)
+    c1, c2 = g1.last_mask.sum(1), g2.last_mask.sum(1)
+    assert len(set(c1.tolist())) > 1 or len(set(c2.tolist())) > 1
+    by_hand = 2 * 4 + 2 * c1 * 9 * 25 + c1 * 6 + c1 * c2 * 9 * 25 + c2 * 3
+    assert macs.tolist() == by_hand.tolist()
+    assert len(set(macs.tolist())) > 1
+    with pytest.raises(ValueError, match="threshold"):
+        gate_model(_net(), 0.5, threshold=float("nan"))
+    with pytest.raises(TypeError, match="threshold"):
+        ChannelGate(nn.Conv2d(2, 4, 3), threshold="high")

@@ -60,13 +60,18 @@ class ChannelGate(nn.Module):
     the paper initialises its gates to pass everything). ``scale=False``: ``π`` is the 0/1
     winner pattern.
 
+    ``threshold=t`` (not in FBS, whose ``k`` is fixed): of the ``k`` winners only those with
+    saliency ``> t`` are computed, and always the most salient one, so the number of channels
+    -- and the cost -- varies per input (with ``keep=1.0``: a pure threshold gate). ``None``
+    (default): exactly ``k`` per input.
+
     After each forward pass :attr:`last_mask` (``[batch, C]`` bool: the channels computed) and
     :attr:`last_saliency` (``g(x)`` before winner-take-all, differentiable) hold that pass's
     values.
     """
 
     def __init__(self, conv: nn.Module, bn: nn.Module | None = None, act: nn.Module | None = None, *,
-                 keep: float = 0.5, scale: bool = True):
+                 keep: float = 0.5, scale: bool = True, threshold: float | None = None):
         super().__init__()
         if not isinstance(conv, _CONVS):
             raise TypeError(f"conv must be an nn.Conv1d/2d/3d, got {type(conv).__name__}")
@@ -76,6 +81,7 @@ class ChannelGate(nn.Module):
             raise TypeError(f"act must be an nn.Module or None, got {type(act).__name__}")
         self.keep = check_keep(keep)
         self.scale = check_bool("scale", scale)
+        self.threshold = None if threshold is None else check_number("threshold", threshold)
         self.conv, self.bn, self.act = conv, bn, act
         self.predictor = nn.Linear(conv.in_channels, conv.out_channels)
         with torch.no_grad():
@@ -93,6 +99,9 @@ class ChannelGate(nn.Module):
         g = self.saliency(x)
         idx = g.topk(self.k, dim=1).indices
         mask = torch.zeros_like(g, dtype=torch.bool).scatter_(1, idx, True)
+        if self.threshold is not None:
+            mask = mask & (g > self.threshold)
+            mask.scatter_(1, idx[:, :1], True)  # the most salient channel always runs
         pi = g * mask if self.scale else mask.to(g.dtype)
         y = self.conv(x)
         if self.bn is not None:
@@ -104,11 +113,13 @@ class ChannelGate(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return f"keep={self.keep:g}, k={self.k}, scale={self.scale}"
+        t = "" if self.threshold is None else f", threshold={self.threshold:g}"
+        return f"keep={self.keep:g}, k={self.k}, scale={self.scale}{t}"
 
 
 def gate_model(model: nn.Module, keep: float, *, include: Iterable[str] | str | None = None,
-               exclude: Iterable[str] | str | None = None, scale: bool = True) -> nn.Module:
+               exclude: Iterable[str] | str | None = None, scale: bool = True,
+               threshold: float | None = None) -> nn.Module:
     """A copy of ``model`` whose convs are :class:`ChannelGate` s; ``model`` is untouched.
 
     Convs are found inside ``nn.Sequential`` containers, where the order of execution is
@@ -117,8 +128,8 @@ def gate_model(model: nn.Module, keep: float, *, include: Iterable[str] | str | 
     ``nn.Identity`` so that every other module keeps its name (``features.0`` is the gate,
     ``features.0.conv`` the conv). ``include``/``exclude`` are conv module names or fnmatch
     patterns (default: every conv in a Sequential); a pattern that matches no conv, or names a
-    conv outside a Sequential, is a ``ValueError``. ``keep`` in (0, 1] and ``scale`` as in
-    :class:`ChannelGate`. Checked before anything is copied.
+    conv outside a Sequential, is a ``ValueError``. ``keep`` in (0, 1], ``scale`` and
+    ``threshold`` as in :class:`ChannelGate`. Checked before anything is copied.
 
     >>> import torch, torch.nn as nn
     >>> torch.manual_seed(0) and None
@@ -135,6 +146,8 @@ def gate_model(model: nn.Module, keep: float, *, include: Iterable[str] | str | 
     check_model(model)
     keep = check_keep(keep)
     scale = check_bool("scale", scale)
+    if threshold is not None:
+        check_number("threshold", threshold)
     inc = None if include is None else check_names("include", include)
     exc = [] if exclude is None else check_names("exclude", exclude)
     convs = [n for n, m in model.named_modules() if isinstance(m, _CONVS)]
@@ -167,7 +180,7 @@ def gate_model(model: nn.Module, keep: float, *, include: Iterable[str] | str | 
         if j < len(parent) and isinstance(parent[j], nn.ReLU):
             act = parent[j]
             parent[j] = nn.Identity()
-        parent[i] = ChannelGate(conv, bn, act, keep=keep, scale=scale)
+        parent[i] = ChannelGate(conv, bn, act, keep=keep, scale=scale, threshold=threshold)
     return gated
 
 
