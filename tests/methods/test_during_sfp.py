@@ -80,6 +80,10 @@ def test_every_steps_and_own_loop():
     assert [s for s, _ in sfp.history] == [2, 4]
     with pytest.raises(ValueError, match="steps_per_epoch"):
         SoftFilterPruning(_cnn(), 0.5).step()
+    per_epoch = SoftFilterPruning(_cnn(), 0.5)
+    per_epoch.epoch_end()
+    per_epoch.epoch_end()
+    assert [e for e, _ in per_epoch.history] == [1, 2]
 
 
 def test_finalize_gives_channel_masks_with_exact_counts():

@@ -84,7 +84,9 @@ class SoftFilterPruning:
 
     Attributes:
         zeroed: ``{name: bool tensor [out]}``, the filters zeroed by the last update.
-        history: ``[(step, {name: number zeroed}), ...]`` for every update.
+        history: ``[(when, {name: number zeroed}), ...]`` for every update; ``when`` is the
+            optimiser step (the callback, :meth:`step`) or the number of epochs ended
+            (:meth:`epoch_end`).
 
     Everything is checked at construction, before the model is touched.
 
@@ -138,6 +140,7 @@ class SoftFilterPruning:
         self.zeroed: dict[str, torch.Tensor] = {}
         self.history: list[tuple[int, dict[str, int]]] = []
         self._steps = 0
+        self._epochs = 0
 
     @property
     def names(self) -> list[str]:
@@ -170,7 +173,8 @@ class SoftFilterPruning:
 
     def epoch_end(self) -> dict[str, torch.Tensor]:
         """Call at the end of every epoch in your own loop (``every="epoch"``): :meth:`update`."""
-        return self.update()
+        self._epochs += 1
+        return self.update(self._epochs)
 
     def step(self) -> bool:
         """Call after each optimiser step in your own loop; True when this step updated."""
