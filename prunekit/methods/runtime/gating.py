@@ -5,7 +5,7 @@ pruning: feature boosting and suppression", ICLR 2019 (arXiv 1810.05331). For a 
 with ``C`` output channels and input ``x``:
 
 * the input is subsampled to one number per input channel, ``ss(x)_c = mean |x_c|`` (the
-  paper's ℓ1 subsampling, eq. 5; for a post-ReLU input it is global average pooling);
+  paper's ℓ1 subsampling; for a post-ReLU input it is global average pooling);
 * a small linear layer predicts the saliencies ``g(x) = ReLU(W ss(x) + b)`` (shape ``[C]``);
 * ``π = wta_k(g(x))`` keeps the ``k = round(keep · C)`` largest saliencies (winner takes all)
   and sets the others to zero;
@@ -166,7 +166,7 @@ def gate_model(model: nn.Module, keep: float, *, include: Iterable[str] | str | 
               and not any(fnmatch.fnmatchcase(n, p) for p in exc)]
     if not chosen:
         raise ValueError("gate_model: no conv to gate (convs must sit inside an nn.Sequential)")
-    gated = _copy(model)
+    gated = copy.deepcopy(model)
     for name in chosen:
         parent_name, _, index = name.rpartition(".")
         parent = gated.get_submodule(parent_name) if parent_name else gated
@@ -193,10 +193,6 @@ def _sequential_convs(model: nn.Module) -> list[str]:
                 if isinstance(child, _CONVS):
                     out.append(f"{name}.{i}" if name else str(i))
     return out
-
-
-def _copy(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)
 
 
 def gated_channels(model: nn.Module) -> dict[str, torch.Tensor]:
