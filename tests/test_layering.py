@@ -1,9 +1,10 @@
 """Imports only go down the layers of DESIGN.md ("prunekit: layout").
 
     core (+ _validate, blocks)  <-  the axes (criteria, granularity, allocation, schedules,
-    sparse, metrics, train)  <-  pipeline  <-  methods, structured  <-  llm, fusion, experiments
+    sparse, metrics, train)  <-  pipeline  <-  methods, structured  <-  llm, fusion
 
-``data``, ``models``, ``zoo``, ``viz`` and ``widgets`` exist for the book: they may use the
+``data``, ``models``, ``zoo``, ``viz``, ``widgets`` and ``experiments`` (the book's cached,
+seeded experiments on its toy data and models) exist for the book: they may use the
 library, but no library module may import them, so prunekit works on any model and the book's
 toy models can change without touching the library. Modules of one layer may import each other
 but not in a cycle. The deprecated re-export shims (old module paths) are not part of any layer.
@@ -17,13 +18,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "prunekit"
-BOOK_SUPPORT = {"data", "models", "zoo", "viz", "widgets"}
+BOOK_SUPPORT = {"data", "models", "zoo", "viz", "widgets", "experiments"}
 LAYERS = {
     "_validate": 0, "core": 0, "blocks": 0,
     "criteria": 1, "granularity": 1, "allocation": 1, "schedules": 1, "sparse": 1, "metrics": 1, "train": 1,
     "pipeline": 2,
     "methods": 3, "structured": 3,
-    "llm": 4, "fusion": 4, "experiments": 4,
+    "llm": 4, "fusion": 4,
 }
 SHIMS = {"_shim.py", "attention.py", "groups.py", "guards.py", "layers.py", "pruning.py", "sparse_formats.py",
          "surgery.py", "masks.py", "targets.py"}
