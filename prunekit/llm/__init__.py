@@ -1,0 +1,14 @@
+"""Pruning language models (chapter 7): one-shot, layer-wise pruning from calibration data.
+
+* :mod:`.layerwise` -- one ``nn.Linear`` at a time: :func:`magnitude_prune_layer`,
+  :func:`wanda_prune_layer` (Sun et al. 2024), :func:`sparsegpt_prune_layer` (Frantar &
+  Alistarh 2023).
+
+Nothing here imports ``transformers``: the functions work on any PyTorch model, and on Hugging
+Face causal LMs (``pip install prunekit[llm]``) unchanged.
+"""
+
+from . import layerwise
+from .layerwise import magnitude_prune_layer, sparsegpt_prune_layer, wanda_prune_layer
+
+__all__ = ["layerwise", "magnitude_prune_layer", "wanda_prune_layer", "sparsegpt_prune_layer"]
