@@ -3,6 +3,7 @@
 * :mod:`.layerwise` -- one ``nn.Linear`` at a time: :func:`magnitude_prune_layer`,
   :func:`wanda_prune_layer` (Sun et al. 2024), :func:`sparsegpt_prune_layer` (Frantar &
   Alistarh 2023).
+* :mod:`.perplexity` -- :func:`perplexity`, sliding windows as in Hugging Face's guide.
 
 Nothing here imports ``transformers``: the functions work on any PyTorch model, and on Hugging
 Face causal LMs (``pip install prunekit[llm]``) unchanged.
@@ -10,5 +11,6 @@ Face causal LMs (``pip install prunekit[llm]``) unchanged.
 
 from . import layerwise
 from .layerwise import magnitude_prune_layer, sparsegpt_prune_layer, wanda_prune_layer
+from .perplexity import perplexity
 
-__all__ = ["layerwise", "magnitude_prune_layer", "wanda_prune_layer", "sparsegpt_prune_layer"]
+__all__ = ["layerwise", "magnitude_prune_layer", "wanda_prune_layer", "sparsegpt_prune_layer", "perplexity"]
