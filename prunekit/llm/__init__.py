@@ -3,6 +3,7 @@
 * :mod:`.layerwise` -- one ``nn.Linear`` at a time: :func:`magnitude_prune_layer`,
   :func:`wanda_prune_layer` (Sun et al. 2024), :func:`sparsegpt_prune_layer` (Frantar &
   Alistarh 2023).
+* :mod:`.sequential` -- :func:`prune_sequential`, the block-by-block driver of the references.
 * :mod:`.perplexity` -- :func:`perplexity`, sliding windows as in Hugging Face's guide.
 
 Nothing here imports ``transformers``: the functions work on any PyTorch model, and on Hugging
@@ -12,5 +13,7 @@ Face causal LMs (``pip install prunekit[llm]``) unchanged.
 from . import layerwise
 from .layerwise import magnitude_prune_layer, sparsegpt_prune_layer, wanda_prune_layer
 from .perplexity import perplexity
+from .sequential import find_blocks, prune_sequential
 
-__all__ = ["layerwise", "magnitude_prune_layer", "wanda_prune_layer", "sparsegpt_prune_layer", "perplexity"]
+__all__ = ["layerwise", "magnitude_prune_layer", "wanda_prune_layer", "sparsegpt_prune_layer", "perplexity",
+           "prune_sequential", "find_blocks"]
