@@ -132,7 +132,7 @@ RECIPES["tinylm"] = {
                      "tie_word_embeddings": False},
     "dataset": "pydoc",
     "dataset_kwargs": {"vocab_size": 512},
-    "recipe": {"steps": 1000, "batch_size": 16, "seq_len": 128, "lr": 0.003, "warmup": 50, "weight_decay": 0.0,
+    "recipe": {"steps": 800, "batch_size": 16, "seq_len": 128, "lr": 0.003, "warmup": 50, "weight_decay": 0.1,
                "seed": 0},
 }
 #: The prompt of the sample recorded with "tinylm" (greedy decoding).

@@ -5,15 +5,17 @@
   Alistarh 2023).
 * :mod:`.sequential` -- :func:`prune_sequential`, the block-by-block driver of the references.
 * :mod:`.perplexity` -- :func:`perplexity`, sliding windows as in Hugging Face's guide.
+* :mod:`.tinylm` -- the book's tiny LLaMA, its corpus (Python's pydoc topics) and tokenizer
+  (the zoo's ``"tinylm"``).
 
 Nothing here imports ``transformers``: the functions work on any PyTorch model, and on Hugging
 Face causal LMs (``pip install prunekit[llm]``) unchanged.
 """
 
-from . import layerwise
+from . import layerwise, tinylm
 from .layerwise import magnitude_prune_layer, sparsegpt_prune_layer, wanda_prune_layer
 from .perplexity import perplexity
 from .sequential import find_blocks, prune_sequential
 
-__all__ = ["layerwise", "magnitude_prune_layer", "wanda_prune_layer", "sparsegpt_prune_layer", "perplexity",
+__all__ = ["layerwise", "tinylm", "magnitude_prune_layer", "wanda_prune_layer", "sparsegpt_prune_layer", "perplexity",
            "prune_sequential", "find_blocks"]
