@@ -7,7 +7,11 @@ Wanda's paper reports a ~300x speed-up over SparseGPT for a whole LLaMA-7B (its 
 pruning time of the score computation); this reports ours for one layer, with the
 reconstruction error ``||X Wᵀ - X Ŵᵀ||² / ||X Wᵀ||²`` on the same inputs next to it.
 
-    python benchmarks/bench_llm.py [--n 1024] [--tokens 2048] [--threads 1] [--runs 3]
+With ``--tinylm`` it also prunes the zoo's tiny LLaMA with each method (32 calibration
+sequences of 128 tokens from the training split) and prints the time and the held-out
+perplexity, in the shape of Wanda's Table 2 (dense / magnitude / Wanda / SparseGPT x 50%, 2:4, 4:8).
+
+    python benchmarks/bench_llm.py [--n 1024] [--tokens 2048] [--threads 1] [--runs 3] [--tinylm]
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
-from prunekit.llm import magnitude_prune_layer, sparsegpt_prune_layer, wanda_prune_layer
+from prunekit.llm import magnitude_prune_layer, perplexity, prune_sequential, sparsegpt_prune_layer, wanda_prune_layer
 
 PATTERNS = {"50%": (0.5, 0, 0), "2:4": (None, 2, 4)}
+LM_PATTERNS = {"50%": (0.5, 0, 0), "4:8": (None, 4, 8), "2:4": (None, 2, 4)}
 
 
 def layer_and_inputs(n: int, tokens: int, seed: int = 0) -> tuple[nn.Linear, torch.Tensor]:
@@ -50,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--tokens", type=int, default=2048, help="calibration tokens")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3, help="timed runs per method (median)")
+    ap.add_argument("--tinylm", action="store_true", help="also prune the zoo's tinylm with each method")
+    ap.add_argument("--nsamples", type=int, default=32, help="calibration sequences for --tinylm")
     args = ap.parse_args(argv)
     dense, x = layer_and_inputs(args.n, args.tokens)
     y = x @ dense.weight.detach().T
@@ -72,7 +79,43 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for method, t in times.items():
             r = results[(method, pname)]
             print(f"| {method} | {pname} | {t:.4f} | {t / times['wanda']:.1f}x | {r['rel_error']:.4f} |")
+    if args.tinylm:
+        results["tinylm"] = bench_tinylm(args.nsamples, args.threads)
     return results
+
+
+def bench_tinylm(nsamples: int, threads: int) -> dict:
+    """Prune time and held-out perplexity of the zoo's tinylm for every method and pattern."""
+    import time
+
+    from prunekit import zoo
+    from prunekit.llm import tinylm
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        train_ids, test_ids = zoo.loaders("tinylm")
+        seq = zoo.info("tinylm")["recipe"]["seq_len"]
+        calib = tinylm.calibration(train_ids, nsamples, seq, seed=0)
+        out = {"dense": {"ppl": perplexity(zoo.load("tinylm"), test_ids, seq_len=seq), "seconds": 0.0}}
+        for method in ("magnitude", "wanda", "sparsegpt"):
+            for pname, (s, n, m) in LM_PATTERNS.items():
+                model = zoo.load("tinylm")
+                start = time.perf_counter()
+                prune_sequential(model, calib, method, s, prunen=n, prunem=m, progress=False)
+                seconds = time.perf_counter() - start
+                out[(method, pname)] = {"ppl": perplexity(model, test_ids, seq_len=seq), "seconds": seconds}
+    finally:
+        torch.set_num_threads(previous)
+    print(f"\ntinylm ({nsamples} calibration sequences of {seq} tokens; held-out perplexity, "
+          f"windows of {seq}; prune time in seconds)\n")
+    print("| method | " + " | ".join(LM_PATTERNS) + " | prune time (50%) |")
+    print("|---|" + "---|" * (len(LM_PATTERNS) + 1))
+    print(f"| dense | {out['dense']['ppl']:.2f} | | | |")
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        cells = " | ".join(f"{out[(method, p)]['ppl']:.2f}" for p in LM_PATTERNS)
+        print(f"| {method} | {cells} | {out[(method, '50%')]['seconds']:.2f} |")
+    return out
 
 
 if __name__ == "__main__":
