@@ -189,7 +189,8 @@ def prune_sequential(model: nn.Module, calib_tokens: torch.Tensor, method: str, 
     Args:
         model: a decoder-only LM (a Hugging Face ``LlamaForCausalLM``, ``OPTForCausalLM``, ... or
             any module whose forward pass runs ``blocks`` in order, each block taking the hidden
-            states first and returning them, or a tuple starting with them).
+            states first and returning the next block's input, or a tuple starting with it: residual
+            connections belong inside the blocks, as in Hugging Face decoder layers).
         calib_tokens: calibration token ids, ``[nsamples, seq_len]`` (never the evaluation split).
         method: ``"magnitude"`` (no data), ``"wanda"`` or ``"sparsegpt"``.
         sparsity: the fraction pruned in every Linear, or one value per block (non-uniform, e.g.

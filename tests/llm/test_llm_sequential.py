@@ -152,20 +152,31 @@ def test_one_sparsity_per_block():
         assert int((~keep).sum()) == int(keep.shape[1] * s) * keep.shape[0]
 
 
+class Residual(nn.Module):
+    """x + mlp(x): the residual inside the block, as in Hugging Face decoder layers (the driver
+    feeds each block's output to the next)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        return x + self.mlp(x)
+
+
 class PlainLM(nn.Module):
     """Not Hugging Face: embedding, a ModuleList of residual MLP blocks, a head."""
 
-    def __init__(self, vocab=20, d=16):
+    def __init__(self, vocab=20, d=16, n_blocks=3):
         super().__init__()
         self.embed = nn.Embedding(vocab, d)
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
-                                    for _ in range(3))
+        self.blocks = nn.ModuleList(Residual(d) for _ in range(n_blocks))
         self.head = nn.Linear(d, vocab)
 
     def forward(self, ids):
         h = self.embed(ids)
         for b in self.blocks:
-            h = h + b(h)
+            h = b(h)
         return self.head(h)
 
 
@@ -176,7 +187,7 @@ def test_a_plain_module_with_blocks(method):
     head = model.head.weight.detach().clone()
     assert find_blocks(model) is model.blocks
     masks = prune_sequential(model, torch.randint(0, 20, (4, 10)), method, 0.5, progress=False)
-    assert set(masks) == {f"blocks.{i}.{j}.weight" for i in range(3) for j in (0, 2)}
+    assert set(masks) == {f"blocks.{i}.mlp.{j}.weight" for i in range(3) for j in (0, 2)}
     assert all(int((~k).sum()) == k.numel() // 2 for k in masks.values())
     assert torch.equal(model.head.weight, head)
 
