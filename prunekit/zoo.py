@@ -108,6 +108,78 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# --- chapter 7's language model (prunekit.llm.tinylm; needs transformers and tokenizers) ----------------
+
+def _tiny_llama(**kwargs: Any) -> nn.Module:
+    from .llm import tinylm
+    return tinylm.tiny_llama(**kwargs)
+
+
+def _pydoc(vocab_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(training token ids, held-out token ids)`` of Python's pydoc topics (1-D tensors)."""
+    from .llm import tinylm
+    return tinylm.tokens("train", vocab_size), tinylm.tokens("test", vocab_size)
+
+
+_MODELS["TinyLlama"] = _tiny_llama
+_DATASETS["pydoc"] = _pydoc
+RECIPES["tinylm"] = {
+    "description": "tiny LLaMA (4 blocks, d=128, SwiGLU 256, byte-level BPE of 512 tokens) on Python's pydoc topics",
+    "kind": "lm",
+    "model": "TinyLlama",
+    "model_kwargs": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4,
+                     "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 256,
+                     "tie_word_embeddings": False},
+    "dataset": "pydoc",
+    "dataset_kwargs": {"vocab_size": 512},
+    "recipe": {"steps": 800, "batch_size": 16, "seq_len": 128, "lr": 0.003, "warmup": 50, "weight_decay": 0.1,
+               "seed": 0},
+}
+#: The prompt of the sample recorded with "tinylm" (greedy decoding).
+LM_PROMPT = "The for statement"
+
+
+def _build_lm(name: str, rec: dict[str, Any], out_dir: Path, progress: bool) -> float:
+    """Train a language-model recipe; records next-token accuracy (as test_accuracy), perplexity, a sample."""
+    from .llm import perplexity, tinylm
+    recipe = rec["recipe"]
+    set_seed(recipe["seed"])
+    model = _build_model(rec)
+    train_ids, test_ids = _DATASETS[rec["dataset"]](**rec["dataset_kwargs"])
+    start = time.perf_counter()
+    history = tinylm.train_lm(model, train_ids, steps=recipe["steps"], batch_size=recipe["batch_size"],
+                              seq_len=recipe["seq_len"], lr=recipe["lr"], warmup=recipe["warmup"],
+                              weight_decay=recipe["weight_decay"], seed=recipe["seed"], progress=progress)
+    seconds = time.perf_counter() - start
+    accuracy = tinylm.next_token_accuracy(model, test_ids, recipe["seq_len"])
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    file = f"{name}.pt"
+    torch.save(state, out_dir / file)
+    raw = (out_dir / file).read_bytes()
+    tok = tinylm.tokenizer(rec["dataset_kwargs"]["vocab_size"]).to_str()
+    entry = {
+        **rec,
+        "file": file,
+        "test_accuracy": accuracy,
+        "test_perplexity": perplexity(model, test_ids, seq_len=recipe["seq_len"]),
+        "sample": tinylm.generate(model, LM_PROMPT, 40),
+        "train_tokens": int(train_ids.numel()),
+        "test_tokens": int(test_ids.numel()),
+        "tokenizer_sha256": hashlib.sha256(tok.encode("utf-8")).hexdigest(),
+        "num_parameters": count_params(model),
+        "file_bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "train_seconds": round(seconds, 1),
+        "train_history": [{"step": i + 1, "loss": round(sum(history[i - 49:i + 1]) / 50, 6)}
+                          for i in range(49, len(history), 50)],
+        "built_with": {"torch": torch.__version__.split("+")[0], "threads": torch.get_num_threads()},
+    }
+    index = _read_index(out_dir)
+    index[name] = entry
+    _write_index(index, out_dir)
+    return accuracy
+
+
 def _index_path(directory: Path) -> Path:
     return directory / _INDEX
 
@@ -227,6 +299,8 @@ def build(
 
 
 def _build(name: str, rec: dict[str, Any], out_dir: Path, progress: bool) -> float:
+    if rec.get("kind") == "lm":
+        return _build_lm(name, rec, out_dir, progress)
     recipe = rec["recipe"]
     set_seed(recipe["seed"])
     model = _build_model(rec)
