@@ -1,7 +1,10 @@
-"""Small models shared by the unit tests."""
+"""Small models and checks shared by the unit tests."""
 
 import torch
 from torch import nn
+
+import prunekit as pk
+from prunekit.structured.compact import compact, zero_removed_channels
 
 
 def tiny_cnn(seed: int = 0) -> nn.Module:
@@ -57,3 +60,54 @@ def flaky_cross_entropy(fail_at: int = 2):
 
     loss.calls = 0
     return loss
+
+
+# ------------------------------------------------------------------- channel surgery
+
+def mask_rows(model: nn.Module, name: str, rows: list[int]) -> nn.Module:
+    w = dict(model.named_parameters())[name]
+    m = torch.ones_like(w, dtype=torch.bool)
+    m[rows] = False
+    pk.apply_masks(model, {name: m})
+    return model
+
+
+def check_compact(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Compact; the model is untouched, smaller, and equal to the reference on a fresh batch."""
+    snap = snapshot(model)
+    small = compact(model, x[:1])
+    assert_untouched(model, snap)
+    assert pk.count_params(small) < pk.count_params(model)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), zero_removed_channels(model, x[:1])(x), rtol=1e-4, atol=1e-5)
+    return small
+
+
+# ------------------------------------------------------------------- language models
+
+class Residual(nn.Module):
+    """x + mlp(x): the residual inside the block, as in Hugging Face decoder layers (the driver
+    feeds each block's output to the next)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        return x + self.mlp(x)
+
+
+class PlainLM(nn.Module):
+    """Not Hugging Face: embedding, a ModuleList of residual MLP blocks, a head."""
+
+    def __init__(self, vocab=20, d=16, n_blocks=3):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.blocks = nn.ModuleList(Residual(d) for _ in range(n_blocks))
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, ids):
+        h = self.embed(ids)
+        for b in self.blocks:
+            h = b(h)
+        return self.head(h)

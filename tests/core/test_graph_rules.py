@@ -10,31 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-import prunekit as pk
 from prunekit.core.graph import plan_channels, register_rule, unregister_rule
 from prunekit.core.graph import ops, rules
 from prunekit.structured.compact import compact, zero_removed_channels
 
-from helpers import assert_untouched, snapshot
-
-
-def mask_rows(model: nn.Module, name: str, rows: list[int]) -> nn.Module:
-    w = dict(model.named_parameters())[name]
-    m = torch.ones_like(w, dtype=torch.bool)
-    m[rows] = False
-    pk.apply_masks(model, {name: m})
-    return model
-
-
-def check(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """Compact; the model is untouched, smaller, and equal to the reference on a fresh batch."""
-    snap = snapshot(model)
-    small = compact(model, x[:1])
-    assert_untouched(model, snap)
-    assert pk.count_params(small) < pk.count_params(model)
-    with torch.no_grad():
-        torch.testing.assert_close(small(x), zero_removed_channels(model, x[:1])(x), rtol=1e-4, atol=1e-5)
-    return small
+from helpers import assert_untouched, check_compact, mask_rows, snapshot
 
 
 def group_of(plan, producer: str) -> dict:
@@ -48,7 +28,7 @@ def test_conv_and_linear_produce_and_consume():
     model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4, 5), nn.ReLU(), nn.Linear(5, 2))
     mask_rows(model, "0.weight", [1, 4])
     mask_rows(model, "3.weight", [0])
-    small = check(model, torch.randn(2, 3, 4, 4))
+    small = check_compact(model, torch.randn(2, 3, 4, 4))
     assert (small[0].out_channels, small[3].in_features, small[3].out_features, small[5].in_features) == (4, 16, 4, 4)
 
 
@@ -57,7 +37,7 @@ def test_depthwise_conv_follows_its_input_and_does_not_vote():
     model = nn.Sequential(nn.Conv2d(3, 6, 1), nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.Conv2d(6, 2, 1))
     mask_rows(model, "0.weight", [2, 3])
     mask_rows(model, "1.weight", [0])  # the depthwise conv alone does not remove channel 0
-    small = check(model, torch.randn(2, 3, 5, 5))
+    small = check_compact(model, torch.randn(2, 3, 5, 5))
     assert (small[1].groups, small[1].out_channels, small[2].in_channels) == (4, 4, 4)
 
 
@@ -65,7 +45,7 @@ def test_grouped_conv_keeps_its_groups():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.Conv2d(8, 2, 1))
     mask_rows(model, "0.weight", [0, 1, 5])  # inputs: part 0 keeps 2, part 1 keeps 3 -> 3 each
-    small = check(model, torch.randn(2, 3, 4, 4))
+    small = check_compact(model, torch.randn(2, 3, 4, 4))
     assert (small[1].groups, small[1].in_channels, small[0].out_channels) == (2, 6, 6)
 
 
@@ -78,7 +58,7 @@ def test_batchnorm_entries_are_members():
         model[1].bias.uniform_(-1, 1)
         model[1].running_mean.uniform_(-1, 1)
     mask_rows(model, "0.weight", [1, 2])
-    small = check(model, torch.randn(2, 3, 4, 4))
+    small = check_compact(model, torch.randn(2, 3, 4, 4))
     assert small[1].num_features == small[1].running_var.numel() == 4
 
 
@@ -107,7 +87,7 @@ def test_layernorm_is_a_member_that_normalises_over_the_kept_channels(affine):
     mask_rows(model, "embed.weight", [1, 6])
     mask_rows(model, "fc2.weight", [1, 3, 6])  # the stream loses 1 and 6 (both producers drop them)
     x = torch.randn(3, 4, 5)
-    small = check(model, x)
+    small = check_compact(model, x)
     assert small.norm.normalized_shape == (6,) and small.fc1.in_features == small.head.in_features == 6
     if affine:
         assert torch.equal(small.norm.weight, model.norm.weight[[0, 2, 3, 4, 5, 7]])
@@ -147,7 +127,7 @@ def test_zero_to_zero_operations_pass_the_channels(act):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 5, 1), act, nn.Conv2d(5, 2, 1)).eval()
     mask_rows(model, "0.weight", [0, 3])
-    assert check(model, torch.randn(2, 3, 4, 4))[2].in_channels == 3
+    assert check_compact(model, torch.randn(2, 3, 4, 4))[2].in_channels == 3
 
 
 def test_reduction_over_the_spatial_dims_keeps_the_channels():
@@ -160,7 +140,7 @@ def test_reduction_over_the_spatial_dims_keeps_the_channels():
             return self.fc(self.conv(x).mean((2, 3)))
 
     model = mask_rows(M(), "conv.weight", [4])
-    assert check(model, torch.randn(2, 3, 4, 4)).fc.in_features == 4
+    assert check_compact(model, torch.randn(2, 3, 4, 4)).fc.in_features == 4
 
 
 def test_the_op_table_has_named_properties():
@@ -188,7 +168,7 @@ def test_reshape_permute_and_indexing_move_the_channel_dim():
     model = Patches().eval()
     mask_rows(model, "embed.weight", [0, 2])
     mask_rows(model, "fc.weight", [0, 2, 5])
-    small = check(model, torch.randn(2, 3, 4, 4))
+    small = check_compact(model, torch.randn(2, 3, 4, 4))
     assert (small.embed.out_channels, small.fc.in_features, small.fc.out_features, small.head.in_features) == (4,) * 4
 
 
@@ -205,7 +185,7 @@ class Chunked(nn.Module):
 def test_chunk_parts_keep_equal_counts():
     torch.manual_seed(0)
     model = mask_rows(Chunked(), "conv.weight", [0, 1, 4])  # parts keep 2 and 3 -> both keep 3
-    small = check(model, torch.randn(2, 3, 2, 2))
+    small = check_compact(model, torch.randn(2, 3, 2, 2))
     assert (small.conv.out_channels, small.h1.in_channels, small.h2.in_channels) == (6, 3, 3)
     assert group_of(plan_channels(model, torch.randn(1, 3, 2, 2)), "conv")["kept"].tolist() == [0, 2, 3, 5, 6, 7]
 
@@ -260,7 +240,7 @@ def test_class_token_and_position_embedding_are_members():
     mask_rows(model, "conv_proj.weight", [1, 5])
     mask_rows(model, "fc2.weight", [1, 2, 5])
     x = torch.randn(2, 3, 4, 4)
-    small = check(model, x)
+    small = check_compact(model, x)
     kept = [0, 2, 3, 4, 6, 7]
     assert small.class_token.shape == (1, 1, 6) and small.pos_embedding.shape == (1, 5, 6)
     assert torch.equal(small.class_token, model.class_token[..., kept])
@@ -305,7 +285,7 @@ def test_gate_follows_the_data_and_a_parameter_scale_is_a_member():
     model = mask_rows(SE(), "conv.weight", [0, 4])
     plan = plan_channels(model, torch.randn(1, 3, 2, 2))
     assert any(g["followers"] == ["excite"] for g in plan.groups)
-    small = check(model, torch.randn(2, 3, 3, 3))
+    small = check_compact(model, torch.randn(2, 3, 3, 3))
     assert (small.excite.out_channels, small.squeeze.in_channels, small.scale.shape[0]) == (4, 4, 4)
 
 
@@ -374,7 +354,7 @@ def test_register_rule_for_a_custom_leaf_module(monkeypatch):
     try:
         with pytest.raises(ValueError, match="already registered"):
             register_rule(Scale, scale)
-        small = check(model, x)
+        small = check_compact(model, x)
         assert small.conv.out_channels == small.scale.s.shape[0] == small.head.in_channels == 3
     finally:
         unregister_rule(Scale)
@@ -421,5 +401,5 @@ def test_functional_layernorm_and_rmsnorm_are_members(norm):
         if getattr(model[1], "bias", None) is not None:
             model[1].bias.uniform_(-1, 1)
     mask_rows(model, "0.weight", [1, 4])
-    small = check(model, x)
+    small = check_compact(model, x)
     assert tuple(small[1].normalized_shape) == (4,) and small[1].weight.shape == (4,)

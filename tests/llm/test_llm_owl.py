@@ -6,35 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from helpers import PlainLM
 from prunekit.llm import outlier_ratios, owl_sparsities, prune_sequential
-
-
-class Residual(nn.Module):
-    """x + mlp(x): the residual inside the block, as in Hugging Face decoder layers (the driver
-    feeds each block's output to the next)."""
-
-    def __init__(self, d):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
-
-    def forward(self, x):
-        return x + self.mlp(x)
-
-
-class PlainLM(nn.Module):
-    """Not Hugging Face: embedding, a ModuleList of residual MLP blocks, a head."""
-
-    def __init__(self, vocab=20, d=16, n_blocks=3):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, d)
-        self.blocks = nn.ModuleList(Residual(d) for _ in range(n_blocks))
-        self.head = nn.Linear(d, vocab)
-
-    def forward(self, ids):
-        h = self.embed(ids)
-        for b in self.blocks:
-            h = b(h)
-        return self.head(h)
 
 
 def direct_ratios(model, tokens, m):

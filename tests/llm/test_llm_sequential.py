@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import PlainLM
 from prunekit.llm import find_blocks, prune_sequential, wanda_prune_layer
 from prunekit.llm.sequential import _groups
 
@@ -150,34 +151,6 @@ def test_one_sparsity_per_block():
     for name, keep in masks.items():
         s = 0.25 if ".layers.0." in name else 0.75
         assert int((~keep).sum()) == int(keep.shape[1] * s) * keep.shape[0]
-
-
-class Residual(nn.Module):
-    """x + mlp(x): the residual inside the block, as in Hugging Face decoder layers (the driver
-    feeds each block's output to the next)."""
-
-    def __init__(self, d):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
-
-    def forward(self, x):
-        return x + self.mlp(x)
-
-
-class PlainLM(nn.Module):
-    """Not Hugging Face: embedding, a ModuleList of residual MLP blocks, a head."""
-
-    def __init__(self, vocab=20, d=16, n_blocks=3):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, d)
-        self.blocks = nn.ModuleList(Residual(d) for _ in range(n_blocks))
-        self.head = nn.Linear(d, vocab)
-
-    def forward(self, ids):
-        h = self.embed(ids)
-        for b in self.blocks:
-            h = b(h)
-        return self.head(h)
 
 
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])

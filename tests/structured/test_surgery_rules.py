@@ -10,32 +10,14 @@ from torch import nn
 
 import prunekit as pk
 from prunekit.core.graph.channels import _balance, plan_channels
-from prunekit.structured.compact import compact, zero_removed_channels
+from prunekit.structured.compact import compact
 
 import helpers
-from helpers import assert_untouched, snapshot
+from helpers import check_compact, mask_rows
 
 
 def randomise_bn(model: nn.Module) -> nn.Module:
     return helpers.randomise_bn(model).eval()
-
-
-def mask_rows(model: nn.Module, name: str, rows: list[int]) -> nn.Module:
-    w = dict(model.named_parameters())[name]
-    m = torch.ones_like(w, dtype=torch.bool)
-    m[rows] = False
-    pk.apply_masks(model, {name: m})
-    return model
-
-
-def check(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    snap = snapshot(model)
-    small = compact(model, x[:1])
-    assert_untouched(model, snap)
-    assert pk.count_params(small) < pk.count_params(model)
-    with torch.no_grad():
-        torch.testing.assert_close(small(x), zero_removed_channels(model, x[:1])(x), rtol=1e-4, atol=1e-5)
-    return small
 
 
 def kept_of(plan, producer: str) -> list[int]:
@@ -64,7 +46,7 @@ def test_grouped_conv_keeps_its_groups_and_balances_them(bias):
     assert kept_of(plan, "0") == [0, 2, 3, 4, 6, 7]
     assert kept_of(plan, "3") == [0, 1, 2, 4, 5, 7]
     assert next(g for g in plan.groups if "3" in g["producers"])["partitions"] == [2]
-    small = check(model, x)
+    small = check_compact(model, x)
     conv = small[3]
     assert (conv.in_channels, conv.out_channels, conv.groups) == (6, 6, 2)
     assert conv.weight.shape == (6, 3, 3, 3)
@@ -79,7 +61,7 @@ def test_grouped_conv_equal_masks_remove_exactly_them():
     mask_rows(model, "0.weight", [1, 6])
     mask_rows(model, "3.weight", [0, 3, 4, 7])
     x = torch.randn(2, 4, 5, 5)
-    small = check(model, x)
+    small = check_compact(model, x)
     assert (small[3].in_channels, small[3].out_channels, small[3].groups) == (6, 4, 2)
 
 
@@ -131,7 +113,7 @@ class NeXtBlock(nn.Module):
 def test_convnext_block_mlp_hidden_channels_compact():
     torch.manual_seed(0)
     model = mask_rows(NeXtBlock().eval(), "fc1.weight", [0, 3, 4, 9, 30])
-    small = check(model, torch.randn(2, 3, 8, 8))
+    small = check_compact(model, torch.randn(2, 3, 8, 8))
     assert (small.fc1.out_features, small.fc2.in_features) == (27, 27)
     assert small.fc2.out_features == small.norm.normalized_shape[0] == small.gamma.shape[0] == 8
 
@@ -144,7 +126,7 @@ def test_layernorm_coupled_stream_channels_are_removed():
     model = NeXtBlock().eval()
     mask_rows(model, "stem.weight", [2])
     mask_rows(model, "fc2.weight", [2])  # every producer of the stream drops channel 2
-    small = check(model, torch.randn(2, 3, 8, 8))
+    small = check_compact(model, torch.randn(2, 3, 8, 8))
     assert (small.stem.out_channels, small.dw.groups, small.norm.normalized_shape, small.fc1.in_features,
             small.fc2.out_features, small.gamma.shape[0], small.head.in_features) == (7, 7, (7,), 7, 7, 7, 7)
 
@@ -167,7 +149,7 @@ def test_layer_scale_is_sliced_with_its_channels():
     model = LayerScaled().eval()
     mask_rows(model, "stem.weight", [1, 4])
     mask_rows(model, "conv.weight", [1, 3, 4])
-    small = check(model, torch.randn(2, 3, 4, 4))
+    small = check_compact(model, torch.randn(2, 3, 4, 4))
     assert small.gamma.shape == (4, 1, 1) and isinstance(small.gamma, nn.Parameter)
     assert torch.equal(small.gamma.flatten(), model.gamma.flatten()[[0, 2, 3, 5]])
     widths = (small.stem.out_channels, small.conv.in_channels, small.conv.out_channels, small.head.in_features)
@@ -199,7 +181,7 @@ def test_token_mlp_reshape_transpose_and_indexing():
     mask_rows(model, "embed.weight", [0, 5, 6])
     mask_rows(model, "fc2.weight", [0, 2, 6])  # the stream loses 0 and 6 (both producers drop them)
     mask_rows(model, "fc1.weight", [1, 2, 3, 11])
-    small = check(model, torch.randn(2, 3, 8, 8))
+    small = check_compact(model, torch.randn(2, 3, 8, 8))
     assert (small.embed.out_channels, small.fc1.in_features, small.fc2.out_features) == (6, 6, 6)
     assert (small.head.in_features, small.pool_head.in_features) == (6, 6)
     assert (small.fc1.out_features, small.fc2.in_features) == (8, 8)
@@ -234,7 +216,7 @@ class Sliced(nn.Module):
 def test_constant_channel_slice_pins_the_channels_up_to_its_end():
     # x[:, 1:4] in the compacted model still reads positions 1..3: channels 0..3 must stay where they are
     model = mask_rows(Sliced().eval(), "conv.weight", [0, 2, 5])
-    small = check(model, torch.randn(2, 3, 4, 4))
+    small = check_compact(model, torch.randn(2, 3, 4, 4))
     assert (small.conv.out_channels, small.head.in_channels) == (5, 3)
 
 
@@ -258,7 +240,7 @@ def test_channel_shuffle_ties_the_channels_it_interleaves():
     x = torch.randn(2, 3, 4, 4)
     plan = plan_channels(model, x[:1])
     assert kept_of(plan, "a") == kept_of(plan, "b") == [0, 2]
-    small = check(model, x)
+    small = check_compact(model, x)
     assert (small.a.out_channels, small.b.out_channels, small.head.in_channels) == (2, 2, 4)
     # head reads the shuffled order a0 b0 a2 b2: columns 0, 1, 4, 5 of the original
     assert torch.equal(small.head.weight, model.head.weight[:, [0, 1, 4, 5]])
@@ -283,7 +265,7 @@ def test_chunk_parts_keep_equal_counts():
     x = torch.randn(2, 3, 4, 4)
     plan = plan_channels(model, x[:1])
     assert kept_of(plan, "stem") == [0, 1, 3, 4, 6, 7]
-    small = check(model, x)
+    small = check_compact(model, x)
     assert (small.stem.out_channels, small.branch[0].in_channels, small.branch[0].out_channels) == (6, 3, 3)
     assert small.head.in_channels == 6
 
@@ -296,4 +278,4 @@ def test_split_shuffle_unit_of_torchvision():
     model = randomise_bn(nn.Sequential(nn.Conv2d(3, 8, 1), InvertedResidual(8, 8, 2), InvertedResidual(8, 8, 1),
                                        nn.Conv2d(8, 2, 1)))
     pk.prune(model, 0.5, criterion="random", seed=0, granularity="channel", scope="layer", exclude="3.weight")
-    check(model, torch.randn(2, 3, 8, 8))
+    check_compact(model, torch.randn(2, 3, 8, 8))
