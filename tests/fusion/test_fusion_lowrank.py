@@ -1,0 +1,62 @@
+"""Truncated-SVD factorisation of Linear layers: exact at full rank, Eckart-Young error below it."""
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.fusion import low_rank, low_rank_params
+
+
+@pytest.mark.parametrize("out_f,in_f,bias", [(5, 8, True), (8, 5, False), (6, 6, True)])
+def test_full_rank_reproduces_the_layer(out_f, in_f, bias):
+    torch.manual_seed(0)
+    lin = nn.Linear(in_f, out_f, bias=bias)
+    before = lin.weight.detach().clone()
+    seq = low_rank(lin, min(out_f, in_f))
+    x = torch.randn(10, in_f)
+    assert torch.allclose(seq(x), lin(x), atol=1e-5)
+    assert torch.equal(lin.weight.detach(), before)                       # not modified
+    first, second = seq
+    assert first.bias is None and first.weight.shape == (min(out_f, in_f), in_f)
+    assert second.weight.shape == (out_f, min(out_f, in_f))
+    assert (second.bias is None) == (not bias)
+    if bias:
+        assert torch.equal(second.bias.detach(), lin.bias.detach())
+    assert sum(p.numel() for p in seq.parameters()) == low_rank_params(lin, min(out_f, in_f))
+
+
+@pytest.mark.parametrize("rank", [1, 2, 4, 6])
+def test_eckart_young(rank):
+    torch.manual_seed(1)
+    lin = nn.Linear(7, 9).double()
+    seq = low_rank(lin, rank)
+    approx = seq[1].weight @ seq[0].weight
+    sigma = torch.linalg.svdvals(lin.weight.detach())
+    err2 = ((lin.weight - approx) ** 2).sum().item()
+    assert err2 == pytest.approx((sigma[rank:] ** 2).sum().item(), rel=1e-9, abs=1e-12)
+    assert seq[0].weight.dtype == torch.float64
+    # the output error is the discarded part of W applied to x
+    x = torch.randn(3, 7, dtype=torch.float64)
+    assert torch.allclose(lin(x) - seq(x), x @ (lin.weight - approx).T)
+    assert low_rank_params(lin, rank) == rank * 16 + 9
+
+
+def test_gradients_flow():
+    seq = low_rank(nn.Linear(4, 3), 2)
+    seq(torch.randn(2, 4)).sum().backward()
+    assert all(p.grad is not None for p in seq.parameters())
+
+
+@pytest.mark.parametrize("linear,rank,exc,word", [
+    (nn.Conv2d(2, 2, 1), 1, TypeError, "linear"),
+    ("lin", 1, TypeError, "linear"),
+    (nn.Linear(4, 3), 0, ValueError, "rank"),
+    (nn.Linear(4, 3), 4, ValueError, "rank"),
+    (nn.Linear(4, 3), 2.0, TypeError, "rank"),
+    (nn.LazyLinear(3), 1, ValueError, "linear"),
+])
+def test_bad_input(linear, rank, exc, word):
+    with pytest.raises(exc, match=word):
+        low_rank(linear, rank)
+    with pytest.raises(exc, match=word):
+        low_rank_params(linear, rank)
