@@ -7,12 +7,16 @@
   :func:`huffman_code_lengths`, and :func:`deep_compression_size` (relative-index byte
   accounting).
 * :mod:`.lowrank` -- :func:`low_rank`, truncated-SVD factorisation of an ``nn.Linear``.
+* :mod:`.int8` -- :func:`quantize_int8`, real int8 CPU inference by static post-training
+  quantization (``torch.ao.quantization`` eager mode; why that path: see the module).
 """
 
 from .distillation import kd_loss
+from .int8 import fusable_groups, quantize_int8, state_dict_bytes
 from .lowrank import low_rank, low_rank_params
 from .quantization import (CompressedSize, centroid_gradients, centroid_step, deep_compression_size,
                            huffman_code_lengths, relative_indices, share_weights, shared_to_dense)
 
 __all__ = ["kd_loss", "huffman_code_lengths", "share_weights", "shared_to_dense", "centroid_gradients",
-           "centroid_step", "relative_indices", "deep_compression_size", "CompressedSize", "low_rank", "low_rank_params"]
+           "centroid_step", "relative_indices", "deep_compression_size", "CompressedSize", "low_rank", "low_rank_params",
+           "quantize_int8", "fusable_groups", "state_dict_bytes"]
