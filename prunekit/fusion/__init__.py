@@ -4,8 +4,8 @@
   fine-tuning a pruned student with its dense teacher.
 * :mod:`.quantization` -- Deep Compression (Han et al. 2016): :func:`share_weights` (k-means
   weight sharing), :func:`centroid_step` (shared-value fine-tuning),
-  :func:`huffman_code_lengths`, and :func:`deep_compression_size` (relative-index byte
-  accounting).
+  :func:`huffman_code_lengths`, :func:`deep_compression_size` (relative-index byte
+  accounting), and for whole models :func:`share_model_weights` and :func:`compression_report`.
 * :mod:`.lowrank` -- :func:`low_rank`, truncated-SVD factorisation of an ``nn.Linear``.
 * :mod:`.int8` -- :func:`quantize_int8`, real int8 CPU inference by static post-training
   quantization (``torch.ao.quantization`` eager mode; why that path: see the module).
@@ -14,9 +14,11 @@
 from .distillation import kd_loss
 from .int8 import fusable_groups, quantize_int8, state_dict_bytes
 from .lowrank import low_rank, low_rank_params
-from .quantization import (CompressedSize, centroid_gradients, centroid_step, deep_compression_size,
-                           huffman_code_lengths, relative_indices, share_weights, shared_to_dense)
+from .quantization import (CompressedSize, CompressionReport, centroid_gradients, centroid_step, compression_report,
+                           deep_compression_size, huffman_code_lengths, relative_indices, share_model_weights,
+                           share_weights, shared_to_dense)
 
 __all__ = ["kd_loss", "huffman_code_lengths", "share_weights", "shared_to_dense", "centroid_gradients",
-           "centroid_step", "relative_indices", "deep_compression_size", "CompressedSize", "low_rank", "low_rank_params",
+           "centroid_step", "relative_indices", "deep_compression_size", "CompressedSize",
+           "share_model_weights", "compression_report", "CompressionReport", "low_rank", "low_rank_params",
            "quantize_int8", "fusable_groups", "state_dict_bytes"]

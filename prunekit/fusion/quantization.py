@@ -12,7 +12,8 @@ quantization and Huffman coding", ICLR 2016 (arXiv:1510.00149):
   (Huffman 1952), used for the weight-index and position streams (section 4).
 * :func:`deep_compression_size` -- the bits of one layer stored as the paper stores it:
   relative (difference) indices with filler zeros (section 2, Fig. 2), the codebook, and the
-  per-weight codebook indices, each stream optionally Huffman-coded.
+  per-weight codebook indices, each stream optionally Huffman-coded;
+  :func:`share_model_weights` and :func:`compression_report` do the same for a whole model.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from torch import nn
 from .._validate import check_bool, check_int, check_number
 
 __all__ = ["huffman_code_lengths", "share_weights", "shared_to_dense", "centroid_gradients", "centroid_step",
-           "deep_compression_size", "CompressedSize", "relative_indices"]
+           "deep_compression_size", "CompressedSize", "relative_indices", "share_model_weights",
+           "compression_report", "CompressionReport"]
 
 
 # --- Huffman -----------------------------------------------------------------------------
@@ -415,3 +417,126 @@ def deep_compression_size(codebook: torch.Tensor, indices: torch.Tensor, *, inde
     return CompressedSize(bits=bits, total_bits=total, dense_bits=dense,
                           ratio=dense / total if total else math.inf, entries=entries, fillers=fillers,
                           weight_bits=wb, huffman=hf)
+
+
+# --- whole models ------------------------------------------------------------------------
+
+def _per_name(arg: str, value: Any, names: list[str], minimum: int, maximum: int) -> dict[str, int]:
+    if isinstance(value, Mapping):
+        unknown = [n for n in value if n not in names]
+        if unknown:
+            raise ValueError(f"{arg} names parameters that are not shared here: {unknown[:5]} "
+                             f"(shared: {names[:8]}{'...' if len(names) > 8 else ''})")
+        missing = [n for n in names if n not in value]
+        if missing:
+            raise ValueError(f"{arg} must give a value for every shared parameter; missing {missing[:5]}")
+        return {n: check_int(f"{arg}[{n!r}]", value[n], minimum=minimum, maximum=maximum) for n in names}
+    v = check_int(arg, value, minimum=minimum, maximum=maximum)
+    return {n: v for n in names}
+
+
+def share_model_weights(model: nn.Module, bits: int | Mapping[str, int], *, names: list[str] | None = None,
+                        max_iter: int = 300) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`share_weights` on every weight of ``model``, written back into it (in place).
+
+    Each parameter is clustered on its own (one codebook per layer, as in the paper); its zeros
+    are the pruned positions (``mask=None``), so remove pruning masks first
+    (:func:`prunekit.remove_masks` makes the zeros permanent). The parameters then hold their
+    shared values, so the model evaluates at its quantized accuracy.
+
+    Args:
+        model: a pruned model without masks attached.
+        bits: bits per layer, one ``int`` for all or ``{parameter name: bits}`` (the paper: 8 for
+            conv, 5 for fully connected layers in AlexNet).
+        names: the parameters to share; default every parameter with 2 or more dimensions
+            (conv and linear weights, not biases or batch norm).
+        max_iter: Lloyd iteration cap per layer.
+
+    Returns:
+        ``{parameter name: (codebook, indices)}`` for :func:`centroid_step` and
+        :func:`compression_report`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    masked = [n for n, _ in model.named_buffers() if n.endswith("_mask")]
+    if masked:
+        raise ValueError(f"model has pruning masks attached ({masked[:3]}): call prunekit.remove_masks(model) "
+                         f"first, so that the pruned weights are zeros")
+    params = dict(model.named_parameters())
+    if names is None:
+        chosen = [n for n, p in params.items() if p.dim() >= 2]
+    else:
+        if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"names must be None or a list of parameter names, got {names!r:.60}")
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            raise ValueError(f"names has {unknown[:5]}, not parameters of model")
+        chosen = list(names)
+    per_bits = _per_name("bits", bits, chosen, 1, 16)
+    check_int("max_iter", max_iter, minimum=1)
+    shared = {n: share_weights(params[n], per_bits[n], max_iter=max_iter) for n in chosen}
+    with torch.no_grad():
+        for n, (codebook, indices) in shared.items():
+            params[n].copy_(shared_to_dense(codebook, indices))
+    return shared
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    """Deep Compression's storage of a whole model: per shared layer, the rest, and the ratio.
+
+    ``other_bits`` counts the parameters that are not shared (biases, batch norm) densely at
+    ``dense_bits`` each; buffers (batch norm statistics) are not counted, as in the paper.
+    ``ratio = dense_total_bits / total_bits`` with every parameter dense at ``dense_bits``.
+    """
+
+    layers: dict[str, CompressedSize]
+    other_bits: int
+    total_bits: int
+    dense_total_bits: int
+    ratio: float
+
+    def parts(self) -> dict[str, int]:
+        """Bits by part, summed over the layers, plus ``"other"``."""
+        out = {k: sum(r.bits[k] for r in self.layers.values()) for k in ("index", "weights", "codebook", "tables")}
+        out["other"] = self.other_bits
+        return out
+
+
+def compression_report(model: nn.Module, shared: Mapping[str, tuple[torch.Tensor, torch.Tensor]], *,
+                       index_bits: int | Mapping[str, int] = 5, huffman: bool = True, codebook_bits: int = 32,
+                       dense_bits: int = 32) -> CompressionReport:
+    """:func:`deep_compression_size` of every shared layer of ``model``, and the whole model's ratio.
+
+    Args:
+        model: the model the ``shared`` layers belong to (its other parameters are counted dense).
+        shared: ``{parameter name: (codebook, indices)}``, e.g. from :func:`share_model_weights`.
+        index_bits: relative-index bits, one ``int`` or ``{name: bits}`` (the paper: 8 conv, 5 fc).
+        huffman, codebook_bits, dense_bits: as in :func:`deep_compression_size`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(shared, Mapping):
+        raise TypeError(f"shared must be a mapping {{parameter name: (codebook, indices)}}, got {type(shared).__name__}")
+    params = dict(model.named_parameters())
+    names = list(shared)
+    for n in names:
+        if n not in params:
+            raise ValueError(f"shared has {n!r}, which is not a parameter of model")
+        pair = shared[n]
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"shared[{n!r}] must be a (codebook, indices) tuple, got {type(pair).__name__}")
+        _check_shared(*pair)
+        if pair[1].shape != params[n].shape:
+            raise ValueError(f"shared[{n!r}] indices have shape {tuple(pair[1].shape)}, but the parameter has "
+                             f"shape {tuple(params[n].shape)}")
+    per_index = _per_name("index_bits", index_bits, names, 1, 32)
+    check_bool("huffman", huffman)
+    db = check_int("dense_bits", dense_bits, minimum=1)
+    layers = {n: deep_compression_size(*shared[n], index_bits=per_index[n], huffman=huffman,
+                                       codebook_bits=codebook_bits, dense_bits=db) for n in names}
+    other = sum(p.numel() for n, p in params.items() if n not in shared) * db
+    total = sum(r.total_bits for r in layers.values()) + other
+    dense = sum(p.numel() for p in params.values()) * db
+    return CompressionReport(layers=layers, other_bits=other, total_bits=total, dense_total_bits=dense,
+                             ratio=dense / total if total else math.inf)
