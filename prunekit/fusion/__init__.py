@@ -6,19 +6,20 @@
   weight sharing), :func:`centroid_step` (shared-value fine-tuning),
   :func:`huffman_code_lengths`, :func:`deep_compression_size` (relative-index byte
   accounting), and for whole models :func:`share_model_weights` and :func:`compression_report`.
-* :mod:`.lowrank` -- :func:`low_rank`, truncated-SVD factorisation of an ``nn.Linear``.
+* :mod:`.lowrank` -- :func:`low_rank`, truncated-SVD factorisation of an ``nn.Linear``;
+  :func:`tucker2`, Tucker-2 factorisation of an ``nn.Conv2d`` (Kim et al. 2016).
 * :mod:`.int8` -- :func:`quantize_int8`, real int8 CPU inference by static post-training
   quantization (``torch.ao.quantization`` eager mode; why that path: see the module).
 """
 
 from .distillation import kd_loss
 from .int8 import fusable_groups, quantize_int8, state_dict_bytes
-from .lowrank import low_rank, low_rank_params
+from .lowrank import low_rank, low_rank_params, tucker2
 from .quantization import (CompressedSize, CompressionReport, centroid_gradients, centroid_step, compression_report,
                            deep_compression_size, huffman_code_lengths, relative_indices, share_model_weights,
                            share_weights, shared_to_dense)
 
 __all__ = ["kd_loss", "huffman_code_lengths", "share_weights", "shared_to_dense", "centroid_gradients",
            "centroid_step", "relative_indices", "deep_compression_size", "CompressedSize",
-           "share_model_weights", "compression_report", "CompressionReport", "low_rank", "low_rank_params",
+           "share_model_weights", "compression_report", "CompressionReport", "low_rank", "low_rank_params", "tucker2",
            "quantize_int8", "fusable_groups", "state_dict_bytes"]

@@ -5,6 +5,12 @@ evaluation", NeurIPS 2014, and Jaderberg et al. 2014 factorise trained layers; f
 truncated SVD is the best rank-``r`` approximation in Frobenius and spectral norm (Eckart &
 Young, "The approximation of one matrix by another of lower rank", Psychometrika 1936), with
 squared Frobenius error equal to the sum of the discarded squared singular values.
+
+Convolutions: :func:`tucker2` (Kim et al., "Compression of deep convolutional neural networks
+for fast and low power mobile applications", ICLR 2016), a Tucker-2 decomposition of the
+kernel along its output and input channels, computed with torch's SVD (HOSVD, then HOOI
+iterations; De Lathauwer et al. 2000). ``tensorly`` is not used: the two modes need a few lines
+of SVD, and the library keeps its dependencies to torch.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from torch import nn
 
 from .._validate import check_int
 
-__all__ = ["low_rank", "low_rank_params"]
+__all__ = ["low_rank", "low_rank_params", "tucker2"]
 
 
 def _check_linear(linear: Any) -> nn.Linear:
@@ -71,3 +77,61 @@ def low_rank_params(linear: nn.Linear, rank: int) -> int:
     out_f, in_f = lin.weight.shape
     r = check_int("rank", rank, minimum=1, maximum=min(out_f, in_f))
     return r * (in_f + out_f) + (out_f if lin.bias is not None else 0)
+
+
+def _top_left(m: torch.Tensor, r: int) -> torch.Tensor:
+    """The ``r`` leading left singular vectors of ``m`` (columns)."""
+    u, _, _ = torch.linalg.svd(m, full_matrices=False)
+    return u[:, :r]
+
+
+def tucker2(conv: nn.Conv2d, out_rank: int, in_rank: int, *, iterations: int = 10) -> nn.Sequential:
+    """Replace ``conv`` by 1x1 conv -> k x k core conv -> 1x1 conv (Tucker-2, Kim et al. 2016).
+
+    The kernel ``W`` (``out x in x kh x kw``) is approximated as ``C x_0 U_out x_1 U_in`` with
+    orthonormal ``U_out`` (``out x out_rank``) and ``U_in`` (``in x in_rank``), and the core
+    ``C = W x_0 U_out^T x_1 U_in^T``. The factors start from the truncated SVDs of the two
+    unfoldings (HOSVD) and are refined by ``iterations`` rounds of HOOI (higher-order orthogonal
+    iteration), each of which does not increase the error ``||W||^2 - ||C||^2``. The layers are:
+    ``Conv2d(in, in_rank, 1)`` with ``U_in^T``; ``Conv2d(in_rank, out_rank, (kh, kw))`` with ``C``
+    and ``conv``'s stride, padding, dilation and padding mode; ``Conv2d(out_rank, out, 1)`` with
+    ``U_out`` and ``conv``'s bias. At full ranks ``(out, in)`` it reproduces ``conv`` up to
+    floating-point error. ``conv`` is not modified.
+
+    Args:
+        conv: an ``nn.Conv2d`` with ``groups=1``.
+        out_rank: ``1..out_channels``.
+        in_rank: ``1..in_channels``.
+        iterations: HOOI rounds after HOSVD (``0`` = plain HOSVD).
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
+    if nn.parameter.is_lazy(conv.weight) or conv.weight.is_meta:
+        raise ValueError("conv has no weight values yet (lazy or on the meta device): materialise it first")
+    if conv.groups != 1:
+        raise ValueError(f"conv must have groups=1 (a grouped or depthwise convolution is already factorised), "
+                         f"got groups={conv.groups}")
+    w = conv.weight.detach()
+    O, I, kh, kw = w.shape
+    ro = check_int("out_rank", out_rank, minimum=1, maximum=O)
+    ri = check_int("in_rank", in_rank, minimum=1, maximum=I)
+    n_iter = check_int("iterations", iterations, minimum=0)
+    W = w.to(torch.float64)
+    u_out = _top_left(W.reshape(O, -1), ro)
+    u_in = _top_left(W.transpose(0, 1).reshape(I, -1), ri)
+    for _ in range(n_iter):
+        u_out = _top_left(torch.einsum("oikl,is->oskl", W, u_in).reshape(O, -1), ro)
+        u_in = _top_left(torch.einsum("oikl,or->irkl", W, u_out).reshape(I, -1), ri)
+    core = torch.einsum("oikl,or,is->rskl", W, u_out, u_in)
+    kw_args = dict(device=w.device, dtype=w.dtype)
+    first = nn.Conv2d(I, ri, 1, bias=False, **kw_args)
+    middle = nn.Conv2d(ri, ro, (kh, kw), stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
+                       bias=False, padding_mode=conv.padding_mode, **kw_args)
+    last = nn.Conv2d(ro, O, 1, bias=conv.bias is not None, **kw_args)
+    with torch.no_grad():
+        first.weight.copy_(u_in.T.reshape(ri, I, 1, 1).to(w.dtype))
+        middle.weight.copy_(core.to(w.dtype))
+        last.weight.copy_(u_out.reshape(O, ro, 1, 1).to(w.dtype))
+        if conv.bias is not None:
+            last.bias.copy_(conv.bias.detach())
+    return nn.Sequential(first, middle, last)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.fusion import low_rank, low_rank_params
+from prunekit.fusion import low_rank, low_rank_params, tucker2
 
 
 @pytest.mark.parametrize("out_f,in_f,bias", [(5, 8, True), (8, 5, False), (6, 6, True)])
@@ -60,3 +60,54 @@ def test_bad_input(linear, rank, exc, word):
         low_rank(linear, rank)
     with pytest.raises(exc, match=word):
         low_rank_params(linear, rank)
+
+
+# --- Tucker-2 of convolutions --------------------------------------------------------------
+
+def reconstruct(seq):
+    first, core, last = seq
+    return torch.einsum("rskl,or,si->oikl", core.weight, last.weight[:, :, 0, 0], first.weight[:, :, 0, 0])
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2, padding=1), dict(padding=2, dilation=2, bias=False),
+                                    dict(padding=1, padding_mode="reflect")])
+def test_tucker2_full_rank_reproduces_the_conv(kwargs):
+    torch.manual_seed(2)
+    conv = nn.Conv2d(5, 7, 3, **kwargs)
+    seq = tucker2(conv, 7, 5)
+    x = torch.randn(2, 5, 11, 11)
+    assert torch.allclose(seq(x), conv(x), atol=1e-5)
+    first, core, last = seq
+    assert first.kernel_size == (1, 1) and last.kernel_size == (1, 1) and core.kernel_size == (3, 3)
+    assert (first.bias, core.bias) == (None, None) and (last.bias is None) == (conv.bias is None)
+
+
+def test_tucker2_error_and_hooi():
+    torch.manual_seed(3)
+    conv = nn.Conv2d(12, 16, 3).double()
+    w = conv.weight.detach()
+    errors = []
+    for it in (0, 1, 5):
+        seq = tucker2(conv, 5, 4, iterations=it)
+        err = ((w - reconstruct(seq)) ** 2).sum().item()
+        # orthonormal factors: the error is what the core does not keep
+        assert err == pytest.approx((w ** 2).sum().item() - (seq[1].weight ** 2).sum().item(), rel=1e-9)
+        assert torch.allclose(seq[0].weight[:, :, 0, 0] @ seq[0].weight[:, :, 0, 0].T, torch.eye(4, dtype=torch.float64))
+        errors.append(err)
+    assert errors[0] >= errors[1] - 1e-12 >= errors[2] - 2e-12         # HOOI never increases the error
+    x = torch.randn(2, 12, 6, 6, dtype=torch.float64)
+    seq = tucker2(conv, 5, 4)
+    assert torch.allclose(conv(x) - seq(x), torch.nn.functional.conv2d(x, w - reconstruct(seq)))
+
+
+@pytest.mark.parametrize("conv,ranks,kwargs,exc,word", [
+    (nn.Linear(3, 3), (1, 1), {}, TypeError, "conv"),
+    (nn.Conv2d(4, 4, 3, groups=2), (1, 1), {}, ValueError, "groups"),
+    (nn.Conv2d(4, 6, 3), (7, 1), {}, ValueError, "out_rank"),
+    (nn.Conv2d(4, 6, 3), (1, 0), {}, ValueError, "in_rank"),
+    (nn.Conv2d(4, 6, 3), (1, 1.0), {}, TypeError, "in_rank"),
+    (nn.Conv2d(4, 6, 3), (1, 1), {"iterations": -1}, ValueError, "iterations"),
+])
+def test_tucker2_bad_input(conv, ranks, kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        tucker2(conv, *ranks, **kwargs)
