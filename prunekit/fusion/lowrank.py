@@ -11,6 +11,11 @@ for fast and low power mobile applications", ICLR 2016), a Tucker-2 decompositio
 kernel along its output and input channels, computed with torch's SVD (HOSVD, then HOOI
 iterations; De Lathauwer et al. 2000). ``tensorly`` is not used: the two modes need a few lines
 of SVD, and the library keeps its dependencies to torch.
+
+Low rank plus sparse: :func:`low_rank_plus_sparse`, the initialisation of LoSparse (Li et al.,
+"LoSparse: structured compression of large language models based on low-rank and sparse
+approximation", ICML 2023): ``W = B A + S`` with ``B A`` the truncated SVD and ``S`` the pruned
+residual.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validate import check_int
+from .._validate import check_choice, check_fraction, check_int, check_number
 
-__all__ = ["low_rank", "low_rank_params", "tucker2"]
+__all__ = ["low_rank", "low_rank_params", "tucker2", "rank_for_budget", "low_rank_plus_sparse", "LowRankPlusSparse"]
 
 
 def _check_linear(linear: Any) -> nn.Linear:
@@ -135,3 +140,61 @@ def tucker2(conv: nn.Conv2d, out_rank: int, in_rank: int, *, iterations: int = 1
         if conv.bias is not None:
             last.bias.copy_(conv.bias.detach())
     return nn.Sequential(first, middle, last)
+
+
+def rank_for_budget(in_features: int, out_features: int, fraction: float) -> int:
+    """The largest rank whose two factors have at most ``fraction * in * out`` weights (at least 1).
+
+    ``rank * (in + out) <= fraction * in * out``: the rank that matches a pruned layer keeping
+    ``fraction`` of its weights (biases aside), for comparisons at equal parameter count.
+    """
+    i = check_int("in_features", in_features, minimum=1)
+    o = check_int("out_features", out_features, minimum=1)
+    f = check_number("fraction", fraction, low=0.0, high=1.0, low_open=True)
+    return max(1, min(min(i, o), int(f * i * o // (i + o))))
+
+
+class LowRankPlusSparse(nn.Module):
+    """``y = low(x) + sparse(x)``: a low-rank ``nn.Sequential`` (see :func:`low_rank`) plus a
+    bias-free ``nn.Linear`` holding the sparse residual. Prune ``sparse.weight`` with
+    :func:`prunekit.apply_masks` to keep its zeros during fine-tuning."""
+
+    def __init__(self, low: nn.Sequential, sparse: nn.Linear) -> None:
+        super().__init__()
+        self.low = low
+        self.sparse = sparse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.low(x) + self.sparse(x)
+
+
+def low_rank_plus_sparse(linear: nn.Linear, rank: int, sparsity: float, *,
+                         granularity: str = "element") -> LowRankPlusSparse:
+    """``linear`` as low rank plus a pruned residual, as LoSparse initialises it (Li et al. 2023).
+
+    ``B A`` = :func:`low_rank` ``(linear, rank)``; the residual ``S = W - B A`` is pruned by
+    magnitude: ``round(sparsity * n)`` of its ``n`` entries (``granularity="element"``) or of its
+    input columns by L2 norm (``"column"``, LoSparse's structured variant) are set to zero (among
+    equal scores the lower index goes first). ``sparsity=0`` reproduces ``linear``; ``sparsity=1`` is
+    :func:`low_rank`. (LoSparse then fine-tunes, pruning ``S`` iteratively with sensitivity
+    scores; this function is only its starting point.)
+    """
+    low = low_rank(linear, rank)
+    sp = check_fraction("sparsity", sparsity, include_one=True)
+    gran = check_choice("granularity", granularity, ("element", "column"))
+    w = linear.weight.detach()
+    residual = w.to(torch.float64) - low[1].weight.detach().to(torch.float64) @ low[0].weight.detach().to(torch.float64)
+    if gran == "element":
+        score = residual.abs().reshape(-1)
+    else:
+        score = residual.norm(dim=0)
+    drop = round(sp * score.numel())
+    keep = torch.ones(score.numel(), dtype=torch.bool, device=w.device)
+    if drop:
+        order = torch.sort(score, stable=True).indices
+        keep[order[:drop]] = False
+    mask = keep.reshape(w.shape) if gran == "element" else keep[None, :].expand_as(w)
+    sparse = nn.Linear(w.shape[1], w.shape[0], bias=False, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        sparse.weight.copy_((residual * mask).to(w.dtype))
+    return LowRankPlusSparse(low, sparse)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.fusion import low_rank, low_rank_params, tucker2
+from prunekit.fusion import LowRankPlusSparse, low_rank, low_rank_params, low_rank_plus_sparse, rank_for_budget, tucker2
 
 
 @pytest.mark.parametrize("out_f,in_f,bias", [(5, 8, True), (8, 5, False), (6, 6, True)])
@@ -111,3 +111,57 @@ def test_tucker2_error_and_hooi():
 def test_tucker2_bad_input(conv, ranks, kwargs, exc, word):
     with pytest.raises(exc, match=word):
         tucker2(conv, *ranks, **kwargs)
+
+
+# --- rank for a budget, low rank + sparse ----------------------------------------------------
+
+def test_rank_for_budget():
+    assert rank_for_budget(100, 50, 0.3) == 10          # 10 * 150 = 1500 = 0.3 * 5000
+    assert rank_for_budget(100, 50, 0.29) == 9
+    assert rank_for_budget(100, 50, 1.0) == 33          # floor(5000 / 150)
+    assert rank_for_budget(1000, 2, 1.0) == 1           # never above min(in, out)... nor below 1
+    assert rank_for_budget(4, 4, 1.0) == 2
+    assert rank_for_budget(100, 50, 0.001) == 1         # at least 1
+    for frac in (0.05, 0.2, 0.5):
+        r = rank_for_budget(64, 32, frac)
+        assert r * 96 <= frac * 64 * 32 < (r + 1) * 96 or r == 1
+    with pytest.raises(ValueError, match="fraction"):
+        rank_for_budget(4, 4, 0)
+    with pytest.raises(TypeError, match="in_features"):
+        rank_for_budget(4.0, 4, 0.5)
+
+
+@pytest.mark.parametrize("granularity", ["element", "column"])
+def test_low_rank_plus_sparse(granularity):
+    torch.manual_seed(4)
+    lin = nn.Linear(12, 8).double()
+    x = torch.randn(5, 12, dtype=torch.float64)
+    full = low_rank_plus_sparse(lin, 2, 0.0, granularity=granularity)
+    assert isinstance(full, LowRankPlusSparse) and full.sparse.bias is None
+    assert torch.allclose(full(x), lin(x))                                    # nothing pruned: exact
+    only_low = low_rank_plus_sparse(lin, 2, 1.0, granularity=granularity)
+    assert torch.allclose(only_low(x), low_rank(lin, 2)(x)) and bool((only_low.sparse.weight == 0).all())
+    half = low_rank_plus_sparse(lin, 2, 0.5, granularity=granularity)
+    residual = full.sparse.weight.detach()
+    kept = half.sparse.weight.detach() != 0
+    if granularity == "element":
+        assert int(kept.sum()) == 48
+        assert residual.abs()[kept].min() >= residual.abs()[~kept].max()      # the largest entries stay
+    else:
+        cols = kept.any(0)
+        assert int(cols.sum()) == 6 and torch.equal(kept, cols[None, :].expand_as(kept))
+        norms = residual.norm(dim=0)
+        assert norms[cols].min() >= norms[~cols].max()
+    assert torch.equal(half.sparse.weight[kept], residual[kept])
+    # better than low rank alone, worse than exact
+    err = lambda m: ((m(x) - lin(x)) ** 2).sum().item()
+    assert err(full) < 1e-20 < err(half) < err(only_low)
+
+
+def test_low_rank_plus_sparse_bad_input():
+    with pytest.raises(ValueError, match="sparsity"):
+        low_rank_plus_sparse(nn.Linear(4, 4), 1, 1.5)
+    with pytest.raises(ValueError, match="granularity"):
+        low_rank_plus_sparse(nn.Linear(4, 4), 1, 0.5, granularity="row")
+    with pytest.raises(ValueError, match="rank"):
+        low_rank_plus_sparse(nn.Linear(4, 4), 5, 0.5)
