@@ -133,7 +133,7 @@ def share_weights(weight: torch.Tensor, bits: int, *, mask: torch.Tensor | None 
     One-dimensional k-means (Lloyd's algorithm) on the kept entries only, with the paper's linear
     initialisation: ``2**bits`` centroids evenly spaced between the smallest and the largest kept
     weight. Lloyd iterations run until the assignment stops changing, or ``max_iter`` times. A
-    cluster that becomes empty is re-seeded at the kept weight farthest from its centroid, so the
+    cluster that becomes empty is re-seeded at a kept weight farthest from its centroid, so the
     result has exactly ``2**bits`` distinct shared values -- unless the kept weights have fewer
     distinct values than that, in which case the codebook is those values, exactly (fewer
     centroids, zero error). There is no randomness: the result is a function of the input.
@@ -180,20 +180,20 @@ def share_weights(weight: torch.Tensor, bits: int, *, mask: torch.Tensor | None 
         return torch.cat([inner.new_zeros(1), inner, inner.new_full((1,), n)])
 
     def reseed(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # move an empty cluster's centroid onto the value farthest from its own centroid (that
-        # value then forms a cluster of its own); each move lowers the cost, so this ends
+        # move the centroids of the empty clusters onto the values farthest from their own
+        # centroids (one value each; each then forms a cluster of its own). Every move lowers
+        # the cost, so this ends; with more distinct values than clusters there are always
+        # enough values at a positive distance.
         bd = bounds(c)
         while True:
             empty = (bd[1:] == bd[:-1]).nonzero().flatten()
             if empty.numel() == 0:
                 return c, bd
-            full = bd[1:] > bd[:-1]
-            lo, hi = v[bd[:-1].clamp(max=n - 1)], v[(bd[1:] - 1).clamp(min=0)]
-            dist = torch.maximum((lo - c).abs(), (hi - c).abs()).masked_fill(~full, -1.0)
-            j = int(torch.argmax(dist))
-            far = lo[j] if (lo[j] - c[j]).abs() >= (hi[j] - c[j]).abs() else hi[j]
+            label = torch.bucketize(torch.arange(n, device=v.device), bd[1:], right=True)
+            dist = (v - c[label]).abs()
+            far = torch.sort(dist, descending=True, stable=True).indices[:empty.numel()]
             c = c.clone()
-            c[int(empty[0])] = far
+            c[empty] = v[far]
             c, _ = torch.sort(c)
             bd = bounds(c)
 
