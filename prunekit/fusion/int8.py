@@ -108,7 +108,7 @@ def quantize_int8(model: nn.Module, calibration: Any, *, backend: str = "x86",
         fuse: ``"auto"`` (:func:`fusable_groups`), ``None`` (no fusion) or a list of name lists.
 
     Returns:
-        The quantized model (an ``torch.ao.quantization.QuantWrapper``), in eval mode.
+        The quantized model (a ``torch.ao.quantization.QuantWrapper``), in eval mode.
     """
     from torch.ao import quantization as tq
 
