@@ -11,7 +11,7 @@ Deep Neural Network Pruning" (IEEE TPAMI 2024, arXiv 2308.06767).
 0.5
 """
 
-from . import (allocation, blocks, core, criteria, data, granularity, llm, methods, metrics, models, pipeline,
+from . import (allocation, blocks, core, criteria, data, fusion, granularity, llm, methods, metrics, models, pipeline,
                schedules, sparse, structured, train, viz, widgets, zoo)
 from .core import masks, targets
 import sys as _sys
@@ -32,7 +32,7 @@ from ._shim import DEPRECATED_MODULES, deprecated_attribute
 __version__ = "0.1.0"
 
 __all__ = [
-    "allocation", "blocks", "core", "criteria", "data", "granularity", "llm", "masks", "methods", "metrics", "models",
+    "allocation", "blocks", "core", "criteria", "data", "fusion", "granularity", "llm", "masks", "methods", "metrics", "models",
     "pipeline", "schedules", "sparse", "structured", "targets", "train", "viz", "widgets", "zoo",
     "score", "make_masks", "apply_masks", "remove_masks", "get_masks", "prune", "prune_groups",
     "compact", "compact_heads", "drop_layers", "zero_removed_channels", "summary", "latency", "count_params",
