@@ -21,8 +21,9 @@ they must be 0, 1, ... in order) and, if present, the per-layer list ``config.la
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from numbers import Integral
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn

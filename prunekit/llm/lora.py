@@ -12,8 +12,8 @@ exactly equal to the base model. After training, :func:`merge_lora` folds ``(α 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from numbers import Real
-from typing import Iterable
 
 import torch
 from torch import nn
