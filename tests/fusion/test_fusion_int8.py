@@ -1,10 +1,8 @@
 """int8 post-training quantization: a pruned, compacted CNN runs in int8 and stays close to fp32."""
 
-import warnings
 
 import pytest
 import torch
-from torch import nn
 
 import prunekit as pk
 from prunekit.fusion import fusable_groups, quantize_int8, state_dict_bytes
