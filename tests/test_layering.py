@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "prunekit"
-BOOK_SUPPORT = {"data", "models", "zoo", "viz", "widgets"}
+BOOK_SUPPORT = {"data", "models", "zoo", "viz", "widgets", "experiments"}  # DESIGN.md: book support
 LAYERS = {
     "_validate": 0, "core": 0, "blocks": 0,
     "criteria": 1, "granularity": 1, "allocation": 1, "schedules": 1, "sparse": 1, "metrics": 1, "train": 1,

@@ -38,13 +38,37 @@ from tqdm.auto import tqdm
 
 import prunekit as pk
 from prunekit import data, models, train, zoo
-from prunekit.methods import (DynamicSparsity, GradualPruner, executed_macs, gate_model, imp,
-                              prune_force, prune_random, prune_synflow)
+from prunekit.methods import (
+    DynamicSparsity,
+    GradualPruner,
+    executed_macs,
+    gate_model,
+    imp,
+    prune_force,
+    prune_random,
+    prune_synflow,
+)
 from prunekit.methods.runtime.gating import saliency_l1
 from prunekit.schedules import iterative
 
-__all__ = ["CONFIG", "QUICK", "RESULTS", "collapse_masks", "collapse", "train_sparse",
-           "during", "after_oneshot_vs_imp", "lottery", "runtime", "run", "load", "main"]
+__all__ = [
+    "CONFIG",
+    "DURING",
+    "QUICK",
+    "RESULTS",
+    "after_oneshot_vs_imp",
+    "collapse",
+    "collapse_masks",
+    "collapse_model",
+    "dense_mlp",
+    "during",
+    "load",
+    "lottery",
+    "main",
+    "run",
+    "runtime",
+    "train_sparse",
+]
 
 RESULTS: Path = Path(__file__).resolve().parent / "results" / "when.json"
 
@@ -53,7 +77,7 @@ CONFIG: dict[str, Any] = {
     "lr": 3e-3,
     # before training: a 5-layer MLP, biases initialised at zero (see collapse_masks)
     "collapse_hidden": [128, 128, 128, 128],
-    "collapse_compressions": [round(10 ** (k / 4), 2) for k in range(0, 15)],
+    "collapse_compressions": [round(10 ** (k / 4), 2) for k in range(15)],
     "collapse_methods": ["magnitude", "snip", "grasp", "random ERK", "SynFlow (one-shot)",
                          "iterative SNIP", "FORCE", "SynFlow (iterative)"],
     "collapse_trained": [10.0, 100.0, 1000.0],
