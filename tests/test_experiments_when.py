@@ -22,6 +22,7 @@ def quick():
 
 def test_quick_run_has_every_experiment(quick):
     assert set(quick) == {"config", "collapse", "during", "after", "lottery", "runtime", "seconds"}
+    assert set(quick["collapse"]["sanity"]) == {"snip"}
     c = quick["collapse"]
     assert c["compressions"] == when.QUICK["collapse_compressions"]
     assert set(c["kept"]) == set(when.QUICK["collapse_methods"])
@@ -84,3 +85,27 @@ def test_shipped_results_match_the_code():
     assert r["config"] == json.loads(json.dumps(when.CONFIG))
     assert len(r["during"]["accuracy"]["RigL"]) == len(when.CONFIG["seeds"])
     assert r["during"]["dst_counts_constant"] is True
+
+
+def test_sanity_variants_keep_the_layer_ratios():
+    import itertools
+
+    from prunekit import data
+
+    train_loader, _ = data.digits(flatten=True)
+    batches = list(itertools.islice(train_loader, 2))
+    cfg = when.QUICK
+    def counts(masks):
+        return {k: int(m.sum()) for k, m in masks.items()}
+
+    base = pk.get_masks(when.sanity_model("snip", "mask", 0, batches, cfg, 10.0))
+    for variant in ("shuffled", "reinit", "inverted"):
+        masks = pk.get_masks(when.sanity_model("snip", variant, 0, batches, cfg, 10.0))
+        if variant != "inverted":                    # same ratios per layer
+            assert counts(masks) == counts(base), variant
+        assert sum(counts(masks).values()) == sum(counts(base).values())
+    shuffled = pk.get_masks(when.sanity_model("snip", "shuffled", 0, batches, cfg, 10.0))
+    assert any(not torch.equal(shuffled[k], base[k]) for k in base)
+    assert when.sanity_model("FORCE", "inverted", 0, batches, cfg, 10.0) is None
+    with pytest.raises(ValueError, match="unknown variant"):
+        when.sanity_model("snip", "flipped", 0, batches, cfg, 10.0)

@@ -5,8 +5,9 @@ small models, on a CPU, in about a minute:
 
 * ``collapse`` -- before training (PBT): per-layer kept weights of a 5-layer MLP at
   initialisation for magnitude, SNIP, GraSP, random ERK, one-shot and iterative SynFlow and
-  FORCE over a sweep of compressions (Tanaka et al. 2020, fig. 1), and the test accuracy of
-  each mask after training;
+  FORCE over a sweep of compressions (Tanaka et al. 2020, fig. 1), the test accuracy of
+  each mask after training, and the sanity checks of Frankle et al. (2021): each mask
+  shuffled within its layers, re-initialised, and inverted;
 * ``during`` -- during training (PDT): dense, static random ERK, gradual magnitude pruning on
   the AGP schedule (Zhu & Gupta 2018), SET and RigL (Mocanu et al. 2018; Evci et al. 2020) at
   one density and one number of steps;
@@ -81,6 +82,8 @@ CONFIG: dict[str, Any] = {
     "collapse_methods": ["magnitude", "snip", "grasp", "random ERK", "SynFlow (one-shot)",
                          "iterative SNIP", "FORCE", "SynFlow (iterative)"],
     "collapse_trained": [10.0, 100.0, 1000.0],
+    "sanity_compressions": [10.0, 31.62],
+    "sanity_methods": ["snip", "grasp", "SynFlow (iterative)", "FORCE"],
     "synflow_iterations": 100,
     "force_iterations": 20,
     "data_batches": 4,
@@ -103,6 +106,7 @@ CONFIG: dict[str, Any] = {
 }
 
 QUICK: dict[str, Any] = {**CONFIG, "seeds": [0], "collapse_compressions": [1.0, 10.0, 100.0],
+                         "sanity_methods": ["snip"],
                          "collapse_trained": [10.0], "synflow_iterations": 5,
                          "force_iterations": 3, "steps": 60,
                          "agp": {"begin_step": 10, "end_step": 40, "frequency": 10},
@@ -175,10 +179,52 @@ def collapse(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
                     lr_schedule="cosine", progress=False)
         acc.setdefault(method, {}).setdefault(str(c), []).append(
             train.evaluate(net, test_loader))
+    sanity_acc: dict[str, dict[str, list[float]]] = {}
+    runs = [(m, c, v, s) for m in cfg["sanity_methods"] for c in cfg["sanity_compressions"]
+            for v in SANITY for s in cfg["seeds"][:3]]
+    for method, c, variant, seed in tqdm(runs, desc="sanity checks", disable=not progress):
+        net = sanity_model(method, variant, seed, batches, cfg, c)
+        if net is None:
+            continue
+        train.train(net, train_loader, steps=cfg["steps"], lr=cfg["lr"], seed=seed,
+                    lr_schedule="cosine", progress=False)
+        sanity_acc.setdefault(method, {}).setdefault(str(c), {}).setdefault(
+            variant, []).append(train.evaluate(net, test_loader))
     return {"layers": layers, "sizes": [p.numel() for n, p in m0.named_parameters()
                                         if n.endswith("weight")],
             "compressions": cfg["collapse_compressions"], "kept": kept,
-            "max_compression": max_comp, "accuracy": acc}
+            "max_compression": max_comp, "accuracy": acc, "sanity": sanity_acc}
+
+
+SANITY = ["mask", "shuffled", "reinit", "inverted"]
+
+
+def sanity_model(method: str, variant: str, seed: int, batches: list,
+                 cfg: dict[str, Any], compression: float) -> torch.nn.Module | None:
+    """The sanity checks of Frankle et al. (2021) at ``compression``: the seed's
+    initial MLP with ``method``'s mask (``"mask"``), that mask shuffled within each layer
+    (``"shuffled"``), the mask on another initialisation (``"reinit"``, seed + 1000), or the
+    mask of the *lowest* scores (``"inverted"``; one-shot scores only, else ``None``)."""
+    c = compression
+    net = collapse_model(cfg, seed)
+    if variant == "inverted":
+        if method not in ("magnitude", "snip", "grasp"):
+            return None
+        kwargs = {} if method == "magnitude" else {"data": batches}
+        scores = pk.score(net, method, **kwargs)
+        pk.apply_masks(net, pk.make_masks({k: -v for k, v in scores.items()}, 1.0 - 1.0 / c))
+        return net
+    masks = collapse_masks(copy.deepcopy(net), method, c, batches, cfg)
+    if variant == "shuffled":
+        g = torch.Generator().manual_seed(seed)
+        masks = {k: m.flatten()[torch.randperm(m.numel(), generator=g)].view_as(m)
+                 for k, m in masks.items()}
+    elif variant == "reinit":
+        net = collapse_model(cfg, seed + 1000)
+    elif variant != "mask":
+        raise ValueError(f"unknown variant {variant!r}")
+    pk.apply_masks(net, masks)
+    return net
 
 
 # ----------------------------------------------------------------------------- during
