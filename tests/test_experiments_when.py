@@ -109,3 +109,15 @@ def test_sanity_variants_keep_the_layer_ratios():
     assert when.sanity_model("FORCE", "inverted", 0, batches, cfg, 10.0) is None
     with pytest.raises(ValueError, match="unknown variant"):
         when.sanity_model("snip", "flipped", 0, batches, cfg, 10.0)
+
+
+def test_run_uses_one_thread_and_restores_the_count(monkeypatch):
+    seen = []
+    monkeypatch.setattr(when, "_run", lambda cfg, progress: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        when.run(when.QUICK, progress=False)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

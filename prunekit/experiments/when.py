@@ -407,9 +407,19 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 
 def run(cfg: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Every experiment of the chapter; a JSON-able dict (see the module docstring)."""
-    cfg = CONFIG if cfg is None else cfg
-    torch.set_num_threads(1)           # reproducible float sums, independent of the machine
+    """Every experiment of the chapter; a JSON-able dict (see the module docstring).
+
+    Runs on one CPU thread (the float sums of the cached results; the notebook sets the same)
+    and restores torch's thread count afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(CONFIG if cfg is None else cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
     start = time.perf_counter()
     out: dict[str, Any] = {"config": cfg, "collapse": collapse(cfg, progress)}
     out["during"] = during(cfg, progress)
