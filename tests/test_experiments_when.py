@@ -21,7 +21,8 @@ def quick():
 
 
 def test_quick_run_has_every_experiment(quick):
-    assert set(quick) == {"config", "collapse", "during", "after", "lottery", "runtime", "seconds"}
+    assert set(quick) == {"config", "collapse", "during", "after", "lottery", "runtime", "tokens",
+                          "seconds"}
     assert set(quick["collapse"]["sanity"]) == {"snip"}
     c = quick["collapse"]
     assert c["compressions"] == when.QUICK["collapse_compressions"]

@@ -15,7 +15,9 @@ small models, on a CPU, in about a minute:
   magnitude pruning with the same fine-tuning steps; lottery tickets (rewind to init,
   Frankle & Carbin 2019) against the same masks with a fresh random initialisation;
 * ``runtime`` -- dynamic pruning: FBS channel gating (Gao et al. 2019) against static channel
-  pruning of the same convolutions, fine-tuned for the same steps.
+  pruning of the same convolutions, fine-tuned for the same steps;
+* ``tokens`` -- EViT token pruning (Liang et al. 2022) in a TinyViT: MACs and accuracy per
+  keep rate, as is and fine-tuned.
 
 ``python -m prunekit.experiments.when`` recomputes all of it and writes
 ``prunekit/experiments/results/when.json`` (the file the book loads); ``--quick`` runs a tiny
@@ -42,6 +44,8 @@ from prunekit import data, models, train, zoo
 from prunekit.methods import (
     DynamicSparsity,
     GradualPruner,
+    evit,
+    evit_macs,
     executed_macs,
     gate_model,
     imp,
@@ -68,6 +72,7 @@ __all__ = [
     "main",
     "run",
     "runtime",
+    "tokens",
     "train_sparse",
 ]
 
@@ -103,6 +108,9 @@ CONFIG: dict[str, Any] = {
     "gate_steps": 200,
     "gate_threshold": [0.75, 0.5],   # keep, threshold of the input-dependent gate
     "gate_lasso": 0.01,              # FBS's l1 penalty on the saliencies
+    "vit": {"patch_size": 2, "depth": 4},   # 16 tokens of 2x2 pixels, 4 blocks
+    "evit_keep": [1.0, 0.7, 0.5, 0.3],
+    "evit_steps": 100,
 }
 
 QUICK: dict[str, Any] = {**CONFIG, "seeds": [0], "collapse_compressions": [1.0, 10.0, 100.0],
@@ -112,7 +120,7 @@ QUICK: dict[str, Any] = {**CONFIG, "seeds": [0], "collapse_compressions": [1.0, 
                          "agp": {"begin_step": 10, "end_step": 40, "frequency": 10},
                          "dst": {"update_every": 10, "end_step": 45, "drop_fraction": 0.3},
                          "pat_finetune_steps": 30, "ticket_steps": 30, "ticket_levels": 2,
-                         "gate_steps": 20}
+                         "gate_steps": 20, "evit_keep": [1.0, 0.5], "evit_steps": 10}
 
 
 # ----------------------------------------------------------------------------- before
@@ -399,6 +407,27 @@ def runtime(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def tokens(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    """EViT token pruning (Liang et al. 2022) in a TinyViT trained for ``steps`` steps: for
+    every keep rate of ``evit_keep`` (tokens kept at every block but the first), the MACs per
+    input, the accuracy as is and after ``evit_steps`` steps of fine-tuning."""
+    train_loader, test_loader = data.digits()
+    x1 = next(iter(test_loader))[0][:1]
+    train.set_seed(seed)
+    vit = models.TinyViT(**cfg["vit"])
+    train.train(vit, train_loader, steps=cfg["steps"], lr=cfg["lr"], seed=seed,
+                lr_schedule="cosine", progress=False)
+    macs = evit_macs(vit, x1, cfg["evit_keep"])
+    out: dict[str, Any] = {"keep": cfg["evit_keep"], "macs": [macs[k] for k in cfg["evit_keep"]],
+                           "as is": [], "fine-tuned": []}
+    for keep in cfg["evit_keep"]:
+        pruned = evit(vit, keep)
+        out["as is"].append(train.evaluate(pruned, test_loader))
+        train.fine_tune(pruned, train_loader, steps=cfg["evit_steps"], seed=seed)
+        out["fine-tuned"].append(train.evaluate(pruned, test_loader))
+    return out
+
+
 # ----------------------------------------------------------------------------- all
 def _spread(values: list[float]) -> dict[str, float]:
     t = torch.tensor(values, dtype=torch.float64)
@@ -439,6 +468,10 @@ def _run(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
                       for k in rt[0]}
     out["runtime"]["threshold gating"]["macs_per_input"] = \
         rt[0]["threshold gating"]["macs_per_input"]
+    vit = [tokens(s, cfg) for s in tqdm(seeds[:3], desc="EViT tokens", disable=not progress)]
+    out["tokens"] = {"keep": vit[0]["keep"], "macs": vit[0]["macs"],
+                     "as is": [v["as is"] for v in vit],
+                     "fine-tuned": [v["fine-tuned"] for v in vit]}
     out["seconds"] = round(time.perf_counter() - start, 1)
     return out
 
