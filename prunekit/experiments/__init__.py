@@ -1,0 +1,1 @@
+"""Reproducible experiments behind the book's chapters (``python -m prunekit.experiments.when``)."""
