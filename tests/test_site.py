@@ -45,7 +45,9 @@ CHAPTERS = {"book/01_introduction.html": "1. Introduction", "book/02_speedup.htm
 INTRO = "book/intro.html"
 # every page of the book (path, the start of its <h1> without tags): chapters are numbered
 PAGES = {INTRO: "Pruning, hands-on", **CHAPTERS,
-         "book/04_how.html": "4. How to prune", "book/api.html": "prunekit API reference",
+         "book/04_how.html": "4. How to prune", "book/05_fusion.html": "5. Fusion",
+         "book/06_contrasts.html": "6. The eight contrast settings", "book/07_emerging.html": "7. Emerging topics",
+         "book/api.html": "prunekit API reference",
          "book/notation.html": "Notation", "book/teachers.html": "For teachers"}
 SCREENSHOTS = Path(os.environ.get("PK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
 # <link rel=...> values that make the browser fetch something
