@@ -41,7 +41,8 @@ CHROMIUM_ARGS = [
 # every chapter page: (path, the start of its <h1>)
 CHAPTERS = {"book/01_introduction.html": "1. Introduction", "book/02_speedup.html": "2. Universal or specific speedup",
             "book/03_when.html": "3. When to prune", "book/04_1_criteria.html": "4.1. Pruning criteria",
-            "book/04_2_learning.html": "4.2. Learning to prune"}
+            "book/04_2_learning.html": "4.2. Learning to prune",
+            "book/07_1_llm.html": "7.1. Pruning language models"}
 INTRO = "book/intro.html"
 # every page of the book (path, the start of its <h1> without tags): chapters are numbered
 PAGES = {INTRO: "Pruning, hands-on", **CHAPTERS,
