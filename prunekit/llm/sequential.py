@@ -152,14 +152,17 @@ def _capture_first_inputs(model: nn.Module, first: nn.Module, tokens: torch.Tens
 
 
 def _groups(block: nn.Module, linears: dict[str, nn.Linear], batch: tuple) -> list[list[str]]:
-    """The block's Linears in call order, grouped by the input tensor they read (q/k/v; gate/up)."""
-    seen: dict[str, tuple] = {}
+    """The block's Linears in call order, grouped by the input tensor they read (q/k/v; gate/up).
+
+    The inputs are kept alive until they are compared: a freed tensor's memory can be reused by a
+    later one, so comparing addresses of tensors that are gone would group unrelated layers (and
+    differently from run to run)."""
+    seen: dict[str, torch.Tensor] = {}
     handles = []
     for name, lin in linears.items():
         def hook(_m, inp, _out, name=name):
             if name not in seen:
-                x = inp[0]
-                seen[name] = (x.data_ptr(), tuple(x.shape), x.stride())
+                seen[name] = inp[0]
         handles.append(lin.register_forward_hook(hook))
     try:
         _run(block, batch)
@@ -168,11 +171,12 @@ def _groups(block: nn.Module, linears: dict[str, nn.Linear], batch: tuple) -> li
             h.remove()
     groups: list[list[str]] = []
     keys: list[tuple] = []
-    for name in seen:                                            # dict order = first call order
-        if seen[name] in keys:
-            groups[keys.index(seen[name])].append(name)
+    for name, x in seen.items():                                 # dict order = first call order
+        key = (x.data_ptr(), tuple(x.shape), x.stride())
+        if key in keys:
+            groups[keys.index(key)].append(name)
         else:
-            keys.append(seen[name])
+            keys.append(key)
             groups.append([name])
     return groups + [[n] for n in linears if n not in seen]     # never called: pruned last, without data
 
