@@ -21,8 +21,8 @@ def quick():
 
 
 def test_quick_run_has_every_experiment(quick):
-    assert set(quick) == {"config", "collapse", "during", "after", "lottery", "runtime", "tokens",
-                          "seconds"}
+    assert set(quick) == {"config", "collapse", "during", "soft_filter", "movement", "after",
+                          "lottery", "runtime", "tokens", "seconds"}
     assert set(quick["collapse"]["sanity"]) == {"snip"}
     c = quick["collapse"]
     assert c["compressions"] == when.QUICK["collapse_compressions"]
@@ -122,3 +122,20 @@ def test_run_uses_one_thread_and_restores_the_count(monkeypatch):
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_soft_filter_and_hard_keep_the_same_filters(quick):
+    # SmallCNN 16-32-64 at 50%: exactly 8, 16, 32 filters kept, so the same MACs
+    sf = quick["soft_filter"]
+    assert set(sf) == {"SFP", "hard"}
+    assert sf["SFP"]["filters"] == sf["hard"]["filters"] == [8, 16, 32]
+    assert sf["SFP"]["macs"] == sf["hard"]["macs"] == 44160
+    r = when.soft_filter(0, {**when.QUICK, "sfp": {"sparsity": 0.5, "epochs": 2}})
+    assert r["SFP"]["history"] == [[8, 16, 32], [8, 16, 32]]      # one update per epoch
+
+
+def test_movement_run_is_reproducible(quick):
+    mv = quick["movement"]
+    assert set(mv) == {"dense", "movement", "magnitude"}
+    again = when.movement(0, when.QUICK)
+    assert again == {k: v[0] for k, v in mv.items()}

@@ -10,7 +10,10 @@ small models, on a CPU, in about a minute:
   shuffled within its layers, re-initialised, and inverted;
 * ``during`` -- during training (PDT): dense, static random ERK, gradual magnitude pruning on
   the AGP schedule (Zhu & Gupta 2018), SET and RigL (Mocanu et al. 2018; Evci et al. 2020) at
-  one density and one number of steps;
+  one density and one number of steps; ``soft_filter`` -- soft filter pruning (He et al.
+  2018) of the book's CNN against hard channel pruning at the same rate and epochs;
+  ``movement`` -- gradual pruning of the zoo's MLP during fine-tuning, movement (Sanh et al.
+  2020, the library's one-step score) against magnitude on the same AGP schedule;
 * ``after`` -- after training (PAT): one-shot magnitude + fine-tune against iterative
   magnitude pruning with the same fine-tuning steps; lottery tickets (rewind to init,
   Frankle & Carbin 2019) against the same masks with a fresh random initialisation;
@@ -44,6 +47,7 @@ from prunekit import data, models, train, zoo
 from prunekit.methods import (
     DynamicSparsity,
     GradualPruner,
+    SoftFilterPruning,
     evit,
     evit_macs,
     executed_macs,
@@ -67,11 +71,14 @@ __all__ = [
     "collapse_model",
     "dense_mlp",
     "during",
+    "during_extra",
     "load",
     "lottery",
     "main",
+    "movement",
     "run",
     "runtime",
+    "soft_filter",
     "tokens",
     "train_sparse",
 ]
@@ -97,6 +104,9 @@ CONFIG: dict[str, Any] = {
     "steps": 600,
     "agp": {"begin_step": 60, "end_step": 420, "frequency": 20},
     "dst": {"update_every": 20, "end_step": 450, "drop_fraction": 0.3},
+    "sfp": {"sparsity": 0.5, "epochs": 8},    # soft filter pruning of SmallCNN
+    "movement": {"sparsity": 0.9, "steps": 300, "begin_step": 0, "end_step": 200,
+                 "frequency": 20, "batches": 4},
     # after training
     "pat_sparsity": 0.95,
     "pat_rounds": 3,
@@ -120,7 +130,10 @@ QUICK: dict[str, Any] = {**CONFIG, "seeds": [0], "collapse_compressions": [1.0, 
                          "agp": {"begin_step": 10, "end_step": 40, "frequency": 10},
                          "dst": {"update_every": 10, "end_step": 45, "drop_fraction": 0.3},
                          "pat_finetune_steps": 30, "ticket_steps": 30, "ticket_levels": 2,
-                         "gate_steps": 20, "evit_keep": [1.0, 0.5], "evit_steps": 10}
+                         "gate_steps": 20, "evit_keep": [1.0, 0.5], "evit_steps": 10,
+                         "sfp": {"sparsity": 0.5, "epochs": 2},
+                         "movement": {"sparsity": 0.9, "steps": 30, "begin_step": 0,
+                                      "end_step": 20, "frequency": 10, "batches": 2}}
 
 
 # ----------------------------------------------------------------------------- before
@@ -298,6 +311,73 @@ def during(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     return {"accuracy": acc, "kept": kept, "dst_counts_constant": constant}
 
 
+def soft_filter(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Soft filter pruning (He et al. 2018) of a SmallCNN trained from scratch on the digits,
+    against hard channel pruning with the same rule, rate and training budget.
+
+    Both train ``sfp["epochs"]`` epochs (Adam, cosine schedule). SFP zeroes the
+    ``sfp["sparsity"]`` fraction of lowest-l2 filters of every conv after every epoch and lets
+    them recover (BatchNorm statistics recomputed on the training set after each update), then
+    :meth:`~prunekit.methods.SoftFilterPruning.finalize` masks them for good. Hard pruning masks
+    the same number of lowest-l2 filters once, after the first epoch (when SFP first prunes),
+    and trains on with them fixed at zero. Each network is then compacted
+    (:func:`prunekit.compact`). Returns, per method, ``accuracy`` (compacted), ``macs`` and
+    ``filters`` (kept per conv); for SFP also ``masked`` (after finalize, before compact) and
+    ``history`` (filters zeroed per conv at each update)."""
+    train_loader, test_loader = data.digits()
+    x1 = next(iter(test_loader))[0][:1]
+    rate, epochs = cfg["sfp"]["sparsity"], cfg["sfp"]["epochs"]
+    out: dict[str, Any] = {}
+    for method in ("SFP", "hard"):
+        train.set_seed(seed)
+        net = models.SmallCNN(1, 10, [16, 32, 64], 64)
+        if method == "SFP":
+            sfp = SoftFilterPruning(net, rate, steps_per_epoch=len(train_loader), bn_data=train_loader)
+            callback = sfp
+        else:
+            sfp = SoftFilterPruning(net, rate)
+
+            def callback(info, _sfp=sfp):
+                if info.step == len(train_loader):
+                    _sfp.finalize()          # hard masks on the l2 filter norms, once
+        train.train(net, train_loader, epochs=epochs, lr=cfg["lr"], seed=seed, lr_schedule="cosine",
+                    progress=False, callback=callback)
+        r: dict[str, Any] = {}
+        if method == "SFP":
+            sfp.finalize()
+            r["masked"] = train.evaluate(net, test_loader)
+            r["history"] = [list(counts.values()) for _, counts in sfp.history]
+        small = pk.compact(net, x1)
+        r.update(accuracy=train.evaluate(small, test_loader), macs=pk.count_macs(small, x1)[0],
+                 filters=[m.out_channels for m in small.modules() if isinstance(m, torch.nn.Conv2d)])
+        out[method] = r
+    return out
+
+
+def movement(seed: int, cfg: dict[str, Any]) -> dict[str, float]:
+    """The zoo's trained MLP pruned during fine-tuning to ``movement["sparsity"]`` (global,
+    unstructured) on the AGP schedule, with :class:`~prunekit.methods.GradualPruner` and the
+    ``"movement"`` criterion (scored at every update on the first ``batches`` training batches:
+    ``-sum_b g_b * w`` at the current weights, Sanh et al. 2020's score over one step) or
+    ``"magnitude"``; the same steps, learning rate (1e-3) and data order. Returns the test
+    accuracy of each, and of the dense model."""
+    train_loader, test_loader = data.digits(flatten=True)
+    mv = cfg["movement"]
+    train.set_seed(seed)                # the scoring batches: the loader shuffles
+    batches = list(itertools.islice(train_loader, mv["batches"]))
+    out = {"dense": train.evaluate(zoo.load("mlp-digits"), test_loader)}
+    for criterion in ("movement", "magnitude"):
+        net = zoo.load("mlp-digits")
+        extra = {"data": batches} if criterion == "movement" else {}
+        pruner = GradualPruner(net, final_sparsity=mv["sparsity"], begin_step=mv["begin_step"],
+                               end_step=mv["end_step"], frequency=mv["frequency"],
+                               criterion=criterion, **extra)
+        train.fine_tune(net, train_loader, steps=mv["steps"], lr=1e-3, seed=seed, callback=pruner)
+        out[criterion] = train.evaluate(net, test_loader)
+    return out
+
+
+
 # ----------------------------------------------------------------------------- after
 def dense_mlp(seed: int, cfg: dict[str, Any]) -> torch.nn.Module:
     """The book's MLP trained densely for ``steps`` steps from seed ``seed``."""
@@ -448,11 +528,22 @@ def run(cfg: dict[str, Any] | None = None, progress: bool = True) -> dict[str, A
         torch.set_num_threads(threads)
 
 
+def during_extra(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """``soft_filter`` and ``movement`` for the first three seeds, as the JSON stores them."""
+    seeds = cfg["seeds"][:3]
+    sf = [soft_filter(s, cfg) for s in tqdm(seeds, desc="soft filter pruning", disable=not progress)]
+    mv = [movement(s, cfg) for s in tqdm(seeds, desc="movement pruning", disable=not progress)]
+    return {"soft_filter": {m: {"accuracy": [r[m]["accuracy"] for r in sf], "macs": sf[0][m]["macs"],
+                                "filters": sf[0][m]["filters"]} for m in sf[0]},
+            "movement": {k: [r[k] for r in mv] for k in mv[0]}}
+
+
 def _run(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
     start = time.perf_counter()
     out: dict[str, Any] = {"config": cfg, "collapse": collapse(cfg, progress)}
     out["during"] = during(cfg, progress)
     seeds = cfg["seeds"]
+    out.update(during_extra(cfg, progress))
     pat = [after_oneshot_vs_imp(s, cfg) for s in tqdm(seeds, desc="one-shot vs IMP",
                                                        disable=not progress)]
     out["after"] = {k: [r[k] for r in pat] for k in pat[0]}
