@@ -60,8 +60,8 @@ CONFIG: dict[str, Any] = {
     "dc_sparsity": 0.9,
     "dc_finetune_steps": 300,
     "dc_bits": {"conv": 8, "fc": 5},          # weight bits = relative-index bits (paper)
-    "dc_centroid_steps": 100,
-    "dc_centroid_lr": 1e-4,
+    "dc_centroid_steps": 300,
+    "dc_centroid_lr": 1e-3,
     # order of pruning and weight sharing
     "order_bits": [2, 3, 4, 5],
     "order_sparsity": [0.3, 0.5, 0.7],
@@ -125,8 +125,12 @@ def bits_of(model: nn.Module, index_bits: dict[str, int]) -> int:
 
 # ----------------------------------------------------------------------------- Deep Compression
 def _cycle(loader, seed: int):
-    """Batches of ``loader`` forever, in an order fixed by ``seed``."""
+    """Batches of ``loader`` forever, in an order fixed by ``seed`` (its shuffling generator,
+    when it has one, is re-seeded, as :func:`prunekit.train.train` does)."""
     torch.manual_seed(seed)
+    generator = getattr(loader, "generator", None)
+    if isinstance(generator, torch.Generator):
+        generator.manual_seed(seed)
     while True:
         yield from loader
 
@@ -148,8 +152,8 @@ def deep_compression(cfg: dict[str, Any], seed: int = 0) -> dict[str, Any]:
                                      "bits": bits_of(model, bits)}
     shared = share_model_weights(model, bits)
     stages["shared"] = {"accuracy": train.evaluate(model, test_loader)}
-    model.train()
-    for step, (x, y) in zip(range(cfg["dc_centroid_steps"]), _cycle(train_loader, seed)):
+    model.eval()        # only the shared values change (not the BatchNorm statistics)
+    for _, (x, y) in zip(range(cfg["dc_centroid_steps"]), _cycle(train_loader, seed)):
         model.zero_grad()
         F.cross_entropy(model(x), y).backward()
         centroid_step(model, shared, lr=cfg["dc_centroid_lr"])
