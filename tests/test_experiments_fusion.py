@@ -38,8 +38,9 @@ def test_quick_run_has_every_experiment(quick):
     assert d["factorised"]["0.25"]["weights"] == d["pruned"]["0.25"]["weights"]
     assert d["factorised"]["0.25"]["weights"] <= 0.25 * d["dense_weights"]
     n = quick["nas"]
-    assert all(f <= fusion.QUICK["nas_budget"] for f in n["EagleEye"]["mac_fraction"])
-    assert all(f <= fusion.QUICK["nas_budget"] for f in n["uniform"]["mac_fraction"])
+    for name in ("EagleEye", "uniform", "AMC", "MetaPruning"):
+        assert all(f <= fusion.QUICK["nas_budget"] for f in n[name]["mac_fraction"]), name
+        assert len(n[name]["kept"][0]) == len(n["layers"]), name
     assert quick["int8"]["pruned"]["int8"]["bytes"] < quick["int8"]["pruned"]["fp32"]["bytes"]
 
 

@@ -46,6 +46,7 @@ from prunekit.fusion import (adaptive_bn, centroid_step, compression_report, eag
                              kd_loss, low_rank, low_rank_plus_sparse, quantize_int8,
                              rank_for_budget, relative_indices, share_model_weights,
                              share_weights, shared_to_dense, state_dict_bytes, tucker2)
+from prunekit.methods import amc_search, metapruning_search
 from prunekit.methods.learned.search_space import SearchSpace
 
 __all__ = ["CONFIG", "QUICK", "RESULTS", "deep_compression", "order", "int8", "kd_finetune",
@@ -85,6 +86,7 @@ CONFIG: dict[str, Any] = {
     "nas_candidates": 40,
     "nas_max_ratio": 0.8,
     "nas_steps": 200,
+    "nas_amc_episodes": 150,
 }
 
 QUICK: dict[str, Any] = {**CONFIG, "seeds": [0], "dc_finetune_steps": 20,
@@ -92,7 +94,7 @@ QUICK: dict[str, Any] = {**CONFIG, "seeds": [0], "dc_finetune_steps": 20,
                          "order_sparsity": [0.8], "int8_finetune_steps": 20,
                          "int8_calibration_batches": 2, "kd_sparsity": [0.9], "kd_steps": 10,
                          "dec_fractions": [0.25], "dec_steps": 10, "nas_candidates": 3,
-                         "nas_steps": 10}
+                         "nas_steps": 10, "nas_amc_episodes": 5}
 
 
 def _is_conv(model: nn.Module, name: str) -> bool:
@@ -378,9 +380,11 @@ def decomposition(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- NAS
 def nas(cfg: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-    """EagleEye's search under ``nas_budget`` of the MACs against uniform ratios at the same
-    budget: adaptive-BN accuracy on the validation split and test accuracy after
-    ``nas_steps`` fine-tuning steps; the search history (vanilla vs adaptive BN)."""
+    """EagleEye's search under ``nas_budget`` of the MACs against uniform ratios, AMC's agent
+    (``nas_amc_episodes`` episodes) and MetaPruning's widths at the same budget, every
+    result built the same way (L1 channels of the trained CNN, compacted, adaptive BN,
+    ``nas_steps`` fine-tuning steps): adaptive-BN accuracy on the validation split, test
+    accuracy after fine-tuning; EagleEye's search history (vanilla vs adaptive BN)."""
     train_loader, val_loader, test_loader = data.digits(validation=0.5)
     val = tuple(torch.cat(t) for t in zip(*val_loader))
     x1 = val[0][:1]
@@ -393,8 +397,14 @@ def nas(cfg: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {"layers": list(res.names),
                            "history": [{k: h[k] for k in ("mac_fraction", "reward", "vanilla")}
                                        for h in res.history]}
+    amc = amc_search(model, x1, val, budget=cfg["nas_budget"],
+                     episodes=cfg["nas_amc_episodes"], max_ratio=cfg["nas_max_ratio"],
+                     seed=seed, progress=False)
+    meta = metapruning_search(model, x1, train_loader, budget=cfg["nas_budget"],
+                              validation=val, seed=seed, progress=False)
     for name, ratios in (("EagleEye", res.best_ratios),
-                         ("uniform", space.uniform(cfg["nas_budget"]))):
+                         ("uniform", space.uniform(cfg["nas_budget"])),
+                         ("AMC", amc.best_ratios), ("MetaPruning", meta.best_ratios)):
         m = adaptive_bn(space.compact(list(ratios)), calib)
         val_acc = train.evaluate(m, [val])
         train.fine_tune(m, train_loader, steps=cfg["nas_steps"], seed=seed)
@@ -437,7 +447,7 @@ def _run(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
     runs = [nas(cfg, s) for s in cfg["seeds"]]
     out["nas"] = {"layers": runs[0]["layers"], "history": runs[0]["history"],
                   "dense": runs[0]["dense"]}
-    for name in ("EagleEye", "uniform"):
+    for name in ("EagleEye", "uniform", "AMC", "MetaPruning"):
         out["nas"][name] = {k: [r[name][k] for r in runs] for k in runs[0][name]}
     steps.update()
     steps.close()
