@@ -171,6 +171,7 @@ def recover(model: torch.nn.Module, train_ids: torch.Tensor, cfg: dict[str, Any]
     """A copy of ``model`` trained with LoRA on the training split, merged back (same shapes)."""
     lo = cfg["lora"]
     model = copy.deepcopy(model)
+    torch.manual_seed(lo["seed"])      # LoRA's A (Kaiming) and its dropout draw from the global generator
     add_lora(model, r=lo["r"], alpha=lo["alpha"])
     tinylm.train_lm(model, train_ids, steps=lo["steps"], batch_size=lo["batch_size"], seq_len=cfg["seq_len"],
                     lr=lo["lr"], warmup=lo["warmup"], seed=lo["seed"], progress=False)
