@@ -52,6 +52,7 @@ def tokens_per_second(model: torch.nn.Module, seq_len: int, threads: int, min_ti
 
 def recover(model: torch.nn.Module, train_ids: torch.Tensor, steps: int, lr: float) -> torch.nn.Module:
     model = copy.deepcopy(model)
+    torch.manual_seed(0)               # LoRA's A (Kaiming) and its dropout draw from the global generator
     add_lora(model, r=8, alpha=16)
     tinylm.train_lm(model, train_ids, steps=steps, batch_size=16, seq_len=128, lr=lr, warmup=min(20, steps),
                     progress=False)
