@@ -29,7 +29,7 @@ from .structured.layers import drop_layers
 from .structured.compact import compact, zero_removed_channels
 from ._shim import DEPRECATED_MODULES, deprecated_attribute
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "allocation", "blocks", "core", "criteria", "data", "fusion", "granularity", "llm", "masks", "methods", "metrics", "models",
