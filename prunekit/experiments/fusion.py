@@ -27,10 +27,8 @@ plain JSON-able numbers, so a notebook can recompute one case live and compare.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -42,12 +40,26 @@ from tqdm.auto import tqdm
 
 import prunekit as pk
 from prunekit import data, train, zoo
-from prunekit.fusion import (adaptive_bn, centroid_step, compression_report, eagleeye_search,
-                             kd_loss, low_rank, low_rank_plus_sparse, quantize_int8,
-                             rank_for_budget, relative_indices, share_model_weights,
-                             share_weights, shared_to_dense, state_dict_bytes, tucker2)
+from prunekit.fusion import (
+    adaptive_bn,
+    centroid_step,
+    compression_report,
+    eagleeye_search,
+    kd_loss,
+    low_rank,
+    low_rank_plus_sparse,
+    quantize_int8,
+    rank_for_budget,
+    relative_indices,
+    share_model_weights,
+    shared_to_dense,
+    state_dict_bytes,
+    tucker2,
+)
 from prunekit.methods import amc_search, metapruning_search
 from prunekit.methods.learned.search_space import SearchSpace
+
+from . import cli, load_results
 
 __all__ = ["CONFIG", "QUICK", "RESULTS", "deep_compression", "order", "int8", "kd_finetune",
            "kd", "decomposition", "decompose", "tucker_ranks", "nas", "load", "main", "run",
@@ -457,27 +469,12 @@ def _run(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
 
 def load(path: Path | str = RESULTS) -> dict[str, Any]:
     """The cached results (``python -m prunekit.experiments.fusion`` writes them)."""
-    return json.loads(Path(path).read_text())
+    return load_results(path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m prunekit.experiments.fusion [--quick] [--out PATH]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny smoke-test config")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"where to write the JSON (default: {RESULTS}; --quick: stdout)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    results = run(QUICK if args.quick else CONFIG, progress=not args.no_progress)
-    text = json.dumps(results, indent=1)
-    out = args.out if args.out is not None else (None if args.quick else RESULTS)
-    if out is None:
-        print(text)
-    else:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
-        print(f"wrote {out} ({results['seconds']} s)")
-    return 0
+    """``python -m prunekit.experiments.fusion [--quick] [--out PATH] [--no-progress]``."""
+    return cli("prunekit.experiments.fusion", __doc__.splitlines()[0], run, CONFIG, QUICK, RESULTS, argv)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,7 @@ timings is deterministic on a given machine and torch version.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +36,21 @@ from torch.utils import benchmark
 from tqdm.auto import tqdm
 
 from prunekit import zoo
-from prunekit.llm import (add_lora, block_influence, drop_blocks, least_influential, llm_pruner, merge_lora,
-                          outlier_ratios, owl_sparsities, perplexity, prune_sequential, tinylm)
+from prunekit.llm import (
+    add_lora,
+    block_influence,
+    drop_blocks,
+    least_influential,
+    llm_pruner,
+    merge_lora,
+    outlier_ratios,
+    owl_sparsities,
+    perplexity,
+    prune_sequential,
+    tinylm,
+)
+
+from . import cli, load_results
 
 __all__ = ["CONFIG", "QUICK", "RESULTS", "PATTERNS", "calibration_curve", "grid", "load", "main", "n_params",
            "owl", "prune", "run", "structured", "sweep", "tokens_per_second"]
@@ -229,27 +240,12 @@ def run(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
 
 def load(path: Path | str = RESULTS) -> dict[str, Any]:
     """The cached results (``python -m prunekit.experiments.llm`` writes them)."""
-    return json.loads(Path(path).read_text())
+    return load_results(path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m prunekit.experiments.llm [--quick] [--out PATH]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny smoke-test config")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"where to write the JSON (default: {RESULTS}; --quick: stdout)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    results = run(QUICK if args.quick else CONFIG, progress=not args.no_progress)
-    text = json.dumps(results, indent=1)
-    out = args.out if args.out is not None else (None if args.quick else RESULTS)
-    if out is None:
-        print(text)
-    else:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
-        print(f"wrote {out} ({results['seconds']} s)")
-    return 0
+    """``python -m prunekit.experiments.llm [--quick] [--out PATH] [--no-progress]``."""
+    return cli("prunekit.experiments.llm", __doc__.splitlines()[0], run, CONFIG, QUICK, RESULTS, argv)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,8 @@ live and compare it with the cached value.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -59,6 +57,8 @@ from prunekit.methods import (
 )
 from prunekit.methods.runtime.gating import saliency_l1
 from prunekit.schedules import iterative
+
+from . import cli, load_results
 
 __all__ = [
     "CONFIG",
@@ -569,27 +569,12 @@ def _run(cfg: dict[str, Any], progress: bool) -> dict[str, Any]:
 
 def load(path: Path | str = RESULTS) -> dict[str, Any]:
     """The cached results (``python -m prunekit.experiments.when`` writes them)."""
-    return json.loads(Path(path).read_text())
+    return load_results(path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m prunekit.experiments.when [--quick] [--out PATH]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny smoke-test config")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"where to write the JSON (default: {RESULTS}; --quick: stdout)")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    results = run(QUICK if args.quick else CONFIG, progress=not args.no_progress)
-    text = json.dumps(results, indent=1)
-    out = args.out if args.out is not None else (None if args.quick else RESULTS)
-    if out is None:
-        print(text)
-    else:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text + "\n")
-        print(f"wrote {out} ({results['seconds']} s)")
-    return 0
+    """``python -m prunekit.experiments.when [--quick] [--out PATH] [--no-progress]``."""
+    return cli("prunekit.experiments.when", __doc__.splitlines()[0], run, CONFIG, QUICK, RESULTS, argv)
 
 
 if __name__ == "__main__":
