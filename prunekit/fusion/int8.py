@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import copy
 import io
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from .._validate import check_choice, check_model
+from ._inputs import input_batches
 
 __all__ = ["quantize_int8", "fusable_groups", "state_dict_bytes"]
 
@@ -60,23 +61,6 @@ def fusable_groups(model: nn.Module) -> list[list[str]]:
             else:
                 i += 1
     return groups
-
-
-def _batches(calibration: Any) -> list[Any]:
-    if isinstance(calibration, torch.Tensor):
-        return [calibration]
-    if isinstance(calibration, (str, bytes)) or not isinstance(calibration, Iterable):
-        raise TypeError("calibration must be a tensor of inputs or an iterable of batches (tensors, or "
-                        f"(inputs, targets) pairs such as a DataLoader), got {type(calibration).__name__}")
-    out = []
-    for b in calibration:
-        x = b[0] if isinstance(b, (tuple, list)) else b
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"calibration batches must be tensors or (inputs, ...) pairs, got {type(x).__name__}")
-        out.append(x)
-    if not out:
-        raise ValueError("calibration must hold at least one batch (the activation ranges come from it)")
-    return out
 
 
 def quantize_int8(model: nn.Module, calibration: Any, *, backend: str = "x86",
@@ -129,7 +113,7 @@ def quantize_int8(model: nn.Module, calibration: Any, *, backend: str = "x86",
         if missing:
             raise ValueError(f"fuse names modules that model does not have: {missing[:5]}")
         groups = [list(g) for g in fuse]
-    batches = _batches(calibration)
+    batches = input_batches("calibration", calibration)
 
     float_model = copy.deepcopy(model).eval()
     if groups:

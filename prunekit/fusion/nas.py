@@ -14,34 +14,18 @@ the three searches are compared at the same budget.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .._validate import check_int, check_model, check_number
 from ..methods.learned.search_space import SearchResult, SearchSpace, check_budget
+from ._inputs import input_batches
 
 __all__ = ["adaptive_bn", "eagleeye_search"]
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def _inputs(name: str, batches: Any) -> list[torch.Tensor]:
-    if isinstance(batches, torch.Tensor):
-        return [batches]
-    if isinstance(batches, (str, bytes)) or not isinstance(batches, Iterable):
-        raise TypeError(f"{name} must be a tensor of inputs or an iterable of batches (tensors or (inputs, targets) "
-                        f"pairs), got {type(batches).__name__}")
-    out = []
-    for b in batches:
-        x = b[0] if isinstance(b, (tuple, list)) else b
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} batches must be tensors or (inputs, ...) pairs, got {type(x).__name__}")
-        out.append(x)
-    if not out:
-        raise ValueError(f"{name} must hold at least one batch")
-    return out
 
 
 def adaptive_bn(model: nn.Module, batches: Any) -> nn.Module:
@@ -58,7 +42,7 @@ def adaptive_bn(model: nn.Module, batches: Any) -> nn.Module:
             e.g. a few training batches.
     """
     check_model(model)
-    xs = _inputs("batches", batches)
+    xs = input_batches("batches", batches)
     bns = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
     saved = [m.momentum for m in bns]
     try:
@@ -112,7 +96,7 @@ def eagleeye_search(model: nn.Module, example_inputs: Any, *, budget: float, cal
     tol = check_number("tolerance", tolerance, low=0.0, high=1.0, low_open=True)
     s = check_int("seed", seed, minimum=0)
     tries = 200 * n if max_tries is None else check_int("max_tries", max_tries, minimum=1)
-    cal = _inputs("calibration", calibration)
+    cal = input_batches("calibration", calibration)
     if (not isinstance(validation, (tuple, list)) or len(validation) != 2
             or not all(isinstance(t, torch.Tensor) for t in validation)):
         raise TypeError("validation must be an (inputs, targets) pair of tensors")
