@@ -111,3 +111,18 @@ class PlainLM(nn.Module):
         for b in self.blocks:
             h = b(h)
         return self.head(h)
+
+
+def tiny_llama(*, layers: int = 2, kv: int = 4, bias: bool = False, seed: int = 0) -> nn.Module:
+    """A random Hugging Face LlamaForCausalLM (hidden 32, MLP 64, 4 heads, vocab 64), eval mode."""
+    import transformers
+    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                      num_attention_heads=4, num_key_value_heads=kv, vocab_size=64,
+                                      max_position_embeddings=64, attention_bias=bias, mlp_bias=bias)
+    torch.manual_seed(seed)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def token_ids(n: int, seq: int, seed: int = 1) -> torch.Tensor:
+    """``[n, seq]`` random token ids below 64 (the tiny LLaMA's vocabulary)."""
+    return torch.randint(0, 64, (n, seq), generator=torch.Generator().manual_seed(seed))

@@ -1,19 +1,16 @@
 """ShortGPT depth pruning (prunekit.llm.depth): Block Influence and drop_blocks on a tiny random LLaMA."""
 
+from functools import partial
+
 import pytest
 import torch
 
+import helpers
 from prunekit.llm.depth import block_influence, drop_blocks, least_influential
 
 transformers = pytest.importorskip("transformers")
 
-
-def tiny_llama(layers=4, kv=2, seed=0):
-    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                                      num_attention_heads=4, num_key_value_heads=kv, vocab_size=64,
-                                      max_position_embeddings=64)
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(config).eval()
+tiny_llama = partial(helpers.tiny_llama, layers=4, kv=2)
 
 
 def make_identity(model, i):
@@ -23,7 +20,7 @@ def make_identity(model, i):
 
 
 def calib(n=4, seq=16, seed=1):
-    return torch.randint(0, 64, (n, seq), generator=torch.Generator().manual_seed(seed))
+    return helpers.token_ids(n, seq, seed)
 
 
 def n_params(model):

@@ -1,26 +1,22 @@
 """Our LoRA (prunekit.llm.lora): exact start, frozen base, merge equals the adapted model."""
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
+import helpers
 from prunekit.llm.lora import LoRALinear, add_lora, lora_parameters, merge_lora
 
 transformers = pytest.importorskip("transformers")
 
-
-def tiny_llama(seed=0):
-    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=64,
-                                      max_position_embeddings=64)
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(config).eval()
+tiny_llama = partial(helpers.tiny_llama, kv=2)
 
 
 def tokens(n=3, seq=12, seed=1):
-    return torch.randint(0, 64, (n, seq), generator=torch.Generator().manual_seed(seed))
+    return helpers.token_ids(n, seq, seed)
 
 
 def train_a_bit(model, ids, steps=5):

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import helpers
 from prunekit.llm import perplexity
 
 
@@ -86,12 +87,8 @@ def test_scored_tokens_after_the_first_window_see_at_least_seq_len_minus_stride_
 
 
 def test_hugging_face_causal_lm_single_window_equals_its_own_loss():
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=4, vocab_size=64,
-                                      max_position_embeddings=64)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).train()
+    pytest.importorskip("transformers")
+    model = helpers.tiny_llama().train()
     ids = torch.randint(0, 64, (40,))
     with torch.no_grad():
         loss = model.eval()(ids.unsqueeze(0), labels=ids.unsqueeze(0)).loss

@@ -7,25 +7,20 @@ import torch
 from torch import nn
 
 from helpers import PlainLM
+import helpers
 from prunekit.llm import find_blocks, prune_sequential, wanda_prune_layer
 from prunekit.llm.sequential import _groups
 
 transformers = pytest.importorskip("transformers")
 
-LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-           "mlp.up_proj", "mlp.down_proj"]
-
-
-def tiny_llama(seed=0):
-    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=4, vocab_size=64,
-                                      max_position_embeddings=64)
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(config).eval()
+tiny_llama = helpers.tiny_llama
 
 
 def calib(n=6, seq=16, seed=1):
-    return torch.randint(0, 64, (n, seq), generator=torch.Generator().manual_seed(seed))
+    return helpers.token_ids(n, seq, seed)
+
+LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+           "mlp.up_proj", "mlp.down_proj"]
 
 
 def block_inputs(model, tokens, index):

@@ -1,25 +1,21 @@
 """LLM-Pruner width pruning (prunekit.llm.width) on a tiny random LLaMA: compact == masked, exact counts."""
 
 import copy
+from functools import partial
 
 import pytest
 import torch
 
+import helpers
 from prunekit.llm.width import llm_pruner, taylor_importance
 
 transformers = pytest.importorskip("transformers")
 
-
-def tiny_llama(kv=4, layers=3, bias=False, seed=0):
-    config = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                                      num_attention_heads=4, num_key_value_heads=kv, vocab_size=64,
-                                      max_position_embeddings=64, attention_bias=bias, mlp_bias=bias)
-    torch.manual_seed(seed)
-    return transformers.LlamaForCausalLM(config).eval()
+tiny_llama = partial(helpers.tiny_llama, layers=3)
 
 
 def calib(n=4, seq=16, seed=1):
-    return torch.randint(0, 64, (n, seq), generator=torch.Generator().manual_seed(seed))
+    return helpers.token_ids(n, seq, seed)
 
 
 def n_params(model):
