@@ -42,17 +42,23 @@ from ._validate import check_int
 from .metrics import count_params
 from .train import evaluate, set_seed, train
 
-__all__ = ["RECIPES", "CHECKPOINT_DIR", "available", "build", "cache_dir", "info", "load", "loaders", "main"]
+__all__ = ["RECIPES", "CHECKPOINT_DIR", "available", "build", "cache_dir", "cache_root", "info", "load", "loaders", "main"]
 
 CHECKPOINT_DIR: Path = Path(__file__).resolve().parent / "checkpoints"
 _INDEX = "zoo.json"
 
 
+def cache_root() -> Path:
+    """prunekit's cache directory: ``$PRUNEKIT_CACHE`` if the variable is set, else
+    ``~/.cache/prunekit`` (checkpoints and experiment results live below it)."""
+    root = os.environ.get("PRUNEKIT_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "prunekit"
+
+
 def cache_dir() -> Path:
     """Where :func:`build` writes by default and :func:`load` looks first:
     ``$PRUNEKIT_CACHE/checkpoints`` if the variable is set, else ``~/.cache/prunekit/checkpoints``."""
-    root = os.environ.get("PRUNEKIT_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "prunekit") / "checkpoints"
+    return cache_root() / "checkpoints"
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
     "MLP": _models.MLP,
