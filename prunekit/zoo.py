@@ -42,7 +42,7 @@ from ._validate import check_int
 from .metrics import count_params
 from .train import evaluate, set_seed, train
 
-__all__ = ["RECIPES", "CHECKPOINT_DIR", "available", "build", "cache_dir", "cache_root", "info", "load", "loaders", "main"]
+__all__ = ["RECIPES", "CHECKPOINT_DIR", "available", "build", "cache_dir", "cache_root", "info", "load", "loaders", "main", "retrain"]
 
 CHECKPOINT_DIR: Path = Path(__file__).resolve().parent / "checkpoints"
 _INDEX = "zoo.json"
@@ -304,13 +304,12 @@ def build(
         torch.set_num_threads(previous)
 
 
-def _build(name: str, rec: dict[str, Any], out_dir: Path, progress: bool) -> float:
-    if rec.get("kind") == "lm":
-        return _build_lm(name, rec, out_dir, progress)
+def _train(rec: dict[str, Any], seed: int, progress: bool) -> tuple[nn.Module, list[dict[str, float]], float]:
+    """Build and train the model of recipe ``rec`` from ``seed``: (model, history, seconds)."""
     recipe = rec["recipe"]
-    set_seed(recipe["seed"])
+    set_seed(seed)
     model = _build_model(rec)
-    train_loader, test_loader = _DATASETS[rec["dataset"]](**rec["dataset_kwargs"])
+    train_loader, _ = _DATASETS[rec["dataset"]](**rec["dataset_kwargs"])
     start = time.perf_counter()
     history = train(
         model,
@@ -320,10 +319,28 @@ def _build(name: str, rec: dict[str, Any], out_dir: Path, progress: bool) -> flo
         optimizer=recipe["optimizer"],
         weight_decay=recipe["weight_decay"],
         lr_schedule=recipe["lr_schedule"],
-        seed=recipe["seed"],
+        seed=seed,
         progress=progress,
     )
-    seconds = time.perf_counter() - start
+    return model, history, time.perf_counter() - start
+
+
+def retrain(name: str, seed: int, progress: bool = False) -> nn.Module:
+    """Train checkpoint ``name``'s model with its recipe from another ``seed`` (initial weights
+    and batch order); with the recipe's own seed this rebuilds the checkpoint. For experiments
+    whose spread over seeds should include the pretrained network's. Returns it in eval mode."""
+    rec = RECIPES[_check_name(name, sorted(RECIPES))]
+    if rec.get("kind") == "lm":
+        raise ValueError(f"name: retrain supports the image checkpoints, got {name!r}")
+    seed = check_int("seed", seed, minimum=0)
+    return _train(rec, seed, progress)[0]
+
+
+def _build(name: str, rec: dict[str, Any], out_dir: Path, progress: bool) -> float:
+    if rec.get("kind") == "lm":
+        return _build_lm(name, rec, out_dir, progress)
+    model, history, seconds = _train(rec, rec["recipe"]["seed"], progress)
+    _, test_loader = _DATASETS[rec["dataset"]](**rec["dataset_kwargs"])
     accuracy = evaluate(model, test_loader)
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     file = f"{name}.pt"

@@ -141,3 +141,14 @@ def test_build_reproduces_the_smallest_checkpoint(tmp_path):
     # package files untouched
     assert zoo.info(name)["sha256"] == hashlib.sha256(
         (zoo.CHECKPOINT_DIR / f"{name}.pt").read_bytes()).hexdigest()
+
+
+def test_retrain_rebuilds_the_checkpoint_and_checks_arguments():
+    torch.set_num_threads(1)
+    model = zoo.retrain("cnn-digits", 0)
+    shipped = zoo.load("cnn-digits")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), shipped.state_dict().values()))
+    with pytest.raises(ValueError, match="seed"):
+        zoo.retrain("cnn-digits", -1)
+    with pytest.raises(ValueError, match="name"):
+        zoo.retrain("nope", 0)
