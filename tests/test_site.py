@@ -42,12 +42,13 @@ CHROMIUM_ARGS = [
 CHAPTERS = {"book/01_introduction.html": "1. Introduction", "book/02_speedup.html": "2. Universal or specific speedup",
             "book/03_when.html": "3. When to prune", "book/04_1_criteria.html": "4.1. Pruning criteria",
             "book/04_2_learning.html": "4.2. Learning to prune", "book/05_fusion.html": "5. Fusion",
+            "book/06_contrasts.html": "6. The eight contrast settings",
             "book/07_1_llm.html": "7.1. Pruning language models"}
 INTRO = "book/intro.html"
 # every page of the book (path, the start of its <h1> without tags): chapters are numbered
 PAGES = {INTRO: "Pruning, hands-on", **CHAPTERS,
          "book/04_how.html": "4. How to prune",
-         "book/06_contrasts.html": "6. The eight contrast settings", "book/07_emerging.html": "7. Emerging topics",
+         "book/07_emerging.html": "7. Emerging topics",
          "book/api.html": "prunekit API reference",
          "book/notation.html": "Notation", "book/teachers.html": "For teachers"}
 SCREENSHOTS = Path(os.environ.get("PK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
