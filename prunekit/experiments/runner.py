@@ -259,6 +259,7 @@ def register(experiment: Experiment) -> Experiment:
 
 def _load_builtin() -> None:
     from . import contrasts  # noqa: F401  (registers the eight contrasts)
+    from . import quant_order  # noqa: F401  (registers "prune-quantize-order", chapter "Fusion")
 
 
 def available() -> list[str]:

@@ -97,22 +97,8 @@ def quantize_int8(model: nn.Module, calibration: Any, *, backend: str = "x86",
     from torch.ao import quantization as tq
 
     check_model(model)
-    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    be = check_choice("backend", backend, engines)
-    if isinstance(fuse, str):
-        check_choice("fuse", fuse, ("auto",))
-        groups = fusable_groups(model)
-    elif fuse is None:
-        groups = []
-    else:
-        if not isinstance(fuse, Sequence) or not all(
-                isinstance(g, Sequence) and not isinstance(g, str) and all(isinstance(n, str) for n in g) for g in fuse):
-            raise TypeError("fuse must be 'auto', None or a list of lists of module names")
-        known = dict(model.named_modules())
-        missing = [n for g in fuse for n in g if n not in known]
-        if missing:
-            raise ValueError(f"fuse names modules that model does not have: {missing[:5]}")
-        groups = [list(g) for g in fuse]
+    be = _check_backend(backend)
+    groups = _fuse_groups(model, fuse)
     batches = input_batches("calibration", calibration)
 
     float_model = copy.deepcopy(model).eval()
@@ -126,6 +112,30 @@ def quantize_int8(model: nn.Module, calibration: Any, *, backend: str = "x86",
         for x in batches:
             prepared(x)
     return tq.convert(prepared).eval()
+
+
+def _fuse_groups(model: nn.Module, fuse: Any) -> list[list[str]]:
+    """The module runs to fuse for ``fuse`` (``"auto"``, ``None`` or a list of name lists),
+    checked against ``model``; shared by :func:`quantize_int8` and :mod:`.qat`."""
+    if isinstance(fuse, str):
+        check_choice("fuse", fuse, ("auto",))
+        return fusable_groups(model)
+    if fuse is None:
+        return []
+    if not isinstance(fuse, Sequence) or not all(
+            isinstance(g, Sequence) and not isinstance(g, str) and all(isinstance(n, str) for n in g) for g in fuse):
+        raise TypeError("fuse must be 'auto', None or a list of lists of module names")
+    known = dict(model.named_modules())
+    missing = [n for g in fuse for n in g if n not in known]
+    if missing:
+        raise ValueError(f"fuse names modules that model does not have: {missing[:5]}")
+    return [list(g) for g in fuse]
+
+
+def _check_backend(backend: Any) -> str:
+    """``backend`` if it is one of this build's quantized engines (``"x86"``, ``"fbgemm"``, ...)."""
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    return check_choice("backend", backend, engines)
 
 
 def state_dict_bytes(model: nn.Module) -> int:
