@@ -72,6 +72,7 @@ __all__ = [
     "dense_mlp",
     "during",
     "during_extra",
+    "fbs_gated",
     "load",
     "lottery",
     "main",
@@ -79,6 +80,7 @@ __all__ = [
     "run",
     "runtime",
     "soft_filter",
+    "static_channels",
     "tokens",
     "train_sparse",
 ]
@@ -447,6 +449,30 @@ def lottery(seed: int, cfg: dict[str, Any], *, keep_models: bool = False) -> dic
 
 
 # ----------------------------------------------------------------------------- run time
+def fbs_gated(model: torch.nn.Module, keep: float, train_loader: Any, steps: int, seed: int,
+              lasso: float, threshold: float | None = None) -> torch.nn.Module:
+    """A copy of ``model`` with FBS gates at ``keep`` on every conv (:func:`gate_model`),
+    trained ``steps`` Adam steps (lr 1e-3) with FBS's lasso ``lasso`` on the saliencies."""
+    gated = gate_model(model, keep, threshold=threshold)
+    train.train(gated, train_loader, steps=steps, lr=1e-3, seed=seed, progress=False,
+                regularizer=lambda m: lasso * saliency_l1(m))
+    return gated
+
+
+def static_channels(model: torch.nn.Module, keep: float, train_loader: Any, steps: int, seed: int,
+                    example: torch.Tensor) -> torch.nn.Module:
+    """A copy of ``model`` with ``1 - keep`` of every conv's filters removed by L1 norm
+    (per layer), compacted (``example``: one input), fine-tuned ``steps`` steps."""
+    static = copy.deepcopy(model)
+    convs = [n + ".weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    pk.apply_masks(static, pk.make_masks(pk.score(static, "l1_filter", include=convs),
+                                         1.0 - keep, granularity="channel", scope="layer",
+                                         model=static))
+    static = pk.compact(static, example)
+    train.fine_tune(static, train_loader, steps=steps, seed=seed)
+    return static
+
+
 def runtime(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     """FBS gating at ``gate_keep`` of every conv of the zoo's CNN vs static channel pruning
     (L1 filter norm, the same fraction per conv, compacted), fine-tuned for the same steps;
@@ -459,27 +485,14 @@ def runtime(seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"dense": {"accuracy": train.evaluate(model, test_loader),
                                      "macs": pk.count_macs(model, x_test[:1])[0]}}
     lasso = cfg["gate_lasso"]
-
-    def fine_tune_gates(net):
-        train.train(net, train_loader, steps=steps, lr=1e-3, seed=seed, progress=False,
-                    regularizer=lambda m: lasso * saliency_l1(m))
-
-    gated = gate_model(model, keep)
-    fine_tune_gates(gated)
+    gated = fbs_gated(model, keep, train_loader, steps, seed, lasso)
     out["FBS gating"] = {"accuracy": train.evaluate(gated, test_loader),
                          "macs": float(executed_macs(gated, x_test).float().mean())}
-    static = copy.deepcopy(model)
-    convs = [n + ".weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    pk.apply_masks(static, pk.make_masks(pk.score(static, "l1_filter", include=convs),
-                                         1.0 - keep, granularity="channel", scope="layer",
-                                         model=static))
-    static = pk.compact(static, x_test[:1])
-    train.fine_tune(static, train_loader, steps=steps, seed=seed)
+    static = static_channels(model, keep, train_loader, steps, seed, x_test[:1])
     out["static channels"] = {"accuracy": train.evaluate(static, test_loader),
                               "macs": pk.count_macs(static, x_test[:1])[0]}
     varied_keep, threshold = cfg["gate_threshold"]
-    varied = gate_model(model, varied_keep, threshold=threshold)
-    fine_tune_gates(varied)
+    varied = fbs_gated(model, varied_keep, train_loader, steps, seed, lasso, threshold=threshold)
     per_input = executed_macs(varied, x_test)
     out["threshold gating"] = {"accuracy": train.evaluate(varied, test_loader),
                                "macs": float(per_input.float().mean()),

@@ -9,10 +9,11 @@ sides, e.g. ``("one-shot", "iterative")``) and ``SIDE_OF`` (each setting's side)
 
 from __future__ import annotations
 
+from . import dynamic, transfer
 from ._common import GRID
 
 # the pairs in the survey's order (each import registers its experiment)
-_MODULES: tuple = ()
+_MODULES: tuple = (transfer, dynamic)
 
 __all__ = ["GRID", "PAIRS"]
 
