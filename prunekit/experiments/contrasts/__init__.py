@@ -9,13 +9,13 @@ sides, e.g. ``("one-shot", "iterative")``) and ``SIDE_OF`` (each setting's side)
 
 from __future__ import annotations
 
-from . import dynamic, transfer
+from . import dynamic, scratch, transfer, weights
 from ._common import GRID
 
-# the pairs in the survey's order (each import registers its experiment)
-_MODULES: tuple = (transfer, dynamic)
-
 __all__ = ["GRID", "PAIRS"]
+
+# the pairs in the survey's order (each import registers its experiment)
+_MODULES = (weights, scratch, transfer, dynamic,)
 
 #: ``(experiment name, (side A, side B), {setting: side})`` per pair, in the survey's order.
 PAIRS: list[tuple[str, tuple[str, str], dict[str, str]]] = [
