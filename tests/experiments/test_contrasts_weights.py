@@ -27,8 +27,9 @@ def quick(tmp_path_factory):
 def test_quick_rows_cover_the_grid_and_both_sides(quick):
     rows = quick.trials[0]
     assert {r["sparsity"] for r in rows} >= set(GRID)
-    assert {weights.SIDE_OF[r["setting"]] for r in rows} == set(weights.SIDES)
-    assert set(weights.SIDE_OF) == set(weights.SETTINGS)
+    assert {weights.SIDE_OF[r["setting"]] for r in rows if r["setting"] in weights.SIDE_OF} \
+        == set(weights.SIDES)
+    assert set(weights.SIDE_OF) == set(weights.SETTINGS) - {"after training (2x budget)"}
     for r in rows:
         assert 0.0 <= r["accuracy"] <= 1.0
         # the masks remove the asked fraction of the conv and linear weights

@@ -4,7 +4,8 @@
 Each module runs one pair on the zoo's small networks and reports, per seed, rows keyed by
 ``setting`` and ``sparsity`` (at least the sparsities of :data:`GRID`), with an ``accuracy``
 metric, and defines ``EXPERIMENT`` (the registered experiment), ``SIDES`` (the pair's two
-sides, e.g. ``("one-shot", "iterative")``) and ``SIDE_OF`` (each setting's side).
+sides, e.g. ``("one-shot", "iterative")``) and ``SIDE_OF`` (each setting's side; a setting
+it leaves out is a reference outside the comparison, such as the dense network).
 """
 
 from __future__ import annotations
