@@ -10,9 +10,11 @@ sides, e.g. ``("one-shot", "iterative")``) and ``SIDE_OF`` (each setting's side)
 from __future__ import annotations
 
 from ._common import GRID
+from . import schedule
+from . import criteria
 
 # the pairs in the survey's order (each import registers its experiment)
-_MODULES: tuple = ()
+_MODULES: tuple = (schedule, criteria)
 
 __all__ = ["GRID", "PAIRS"]
 
