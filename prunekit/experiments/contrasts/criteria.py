@@ -27,7 +27,9 @@ initialisation), where SynFlow stays competitive.
 
 Metrics: ``accuracy_oneshot`` (test accuracy right after pruning: where the criterion alone
 decides) and ``accuracy`` (after the same ``finetune_steps`` Adam steps for every criterion),
-plus ``dense_accuracy``. A channel-level variant prunes the same fraction of output channels
+plus ``dense_accuracy``; each row also carries ``layer_sparsity`` (the masked fraction of
+each pruned tensor, not summarised), which shows where a global criterion takes its weights
+from. A channel-level variant prunes the same fraction of output channels
 in every convolution (the classifier stays dense) at the sparsities of :data:`GRID`, with the
 data-free L1 filter norm (Li et al. 2017) and BatchNorm scale |γ| (Liu et al. 2017, Network
 Slimming) against the data-driven first-order Taylor channel score (Molchanov et al. 2019)
@@ -54,7 +56,7 @@ from prunekit.methods import prune_synflow
 from .. import runner
 from ._common import GRID, accuracy, digits_loaders, fine_tune, pretrained, row
 
-__all__ = ["CONFIG", "DATA_DRIVEN", "DATA_FREE", "EXPERIMENT", "QUICK", "SIDES", "SIDE_OF", "prune_with",
+__all__ = ["CONFIG", "DATA_DRIVEN", "DATA_FREE", "EXPERIMENT", "QUICK", "SIDES", "SIDE_OF", "layer_sparsity", "prune_with",
            "score_batches", "trial"]
 
 #: The unstructured criteria of each side (names of :func:`prunekit.criteria.available`).
@@ -119,6 +121,11 @@ def prune_with(model: nn.Module, setting: str, sparsity: float, data: Iterable, 
     return pk.prune(model, sparsity, setting, data=given)
 
 
+def layer_sparsity(model: nn.Module) -> dict[str, float]:
+    """The fraction of each pruned tensor's entries that are masked, by parameter name."""
+    return {n: round(1.0 - float(m.float().mean()), 6) for n, m in pk.get_masks(model).items()}
+
+
 def trial(cfg: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     """One seed: every setting (unstructured criteria, then channel criteria) at its sparsities,
     from this seed's pretrained network."""
@@ -136,7 +143,8 @@ def trial(cfg: dict[str, Any], seed: int) -> list[dict[str, Any]]:
                    synflow_iterations=cfg["synflow_iterations"])
         one = accuracy(model)
         fine_tune(model, cfg["finetune_steps"], seed)
-        rows.append(row(setting, s, accuracy=accuracy(model), accuracy_oneshot=one, dense_accuracy=dense_acc))
+        rows.append(row(setting, s, accuracy=accuracy(model), accuracy_oneshot=one, dense_accuracy=dense_acc,
+                        layer_sparsity=layer_sparsity(model)))
     return rows
 
 
