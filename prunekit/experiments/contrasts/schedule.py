@@ -79,7 +79,7 @@ def _settings(cfg: dict[str, Any]) -> list[str]:
 
 
 SIDE_OF: dict[str, str] = {s: ("one-shot" if s == "one-shot" else "iterative")
-                           for s in _settings({"rounds": [3, 5], "agp": True})}
+                           for s in _settings(CONFIG)}
 
 
 def _tune(model: nn.Module, steps: int, seed: int, lr: float, callback: Callback = None) -> None:
