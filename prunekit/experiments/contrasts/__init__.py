@@ -10,13 +10,13 @@ it leaves out is a reference outside the comparison, such as the dense network).
 
 from __future__ import annotations
 
-from . import criteria, dynamic, schedule, scratch, transfer, weights
+from . import allocation, criteria, dynamic, granularity, schedule, scratch, transfer, weights
 from ._common import GRID
 
 __all__ = ["GRID", "PAIRS"]
 
 # the pairs in the survey's order (each import registers its experiment)
-_MODULES = (schedule, criteria, weights, scratch, transfer, dynamic,)
+_MODULES = (granularity, schedule, criteria, weights, scratch, transfer, dynamic, allocation,)
 
 #: ``(experiment name, (side A, side B), {setting: side})`` per pair, in the survey's order.
 PAIRS: list[tuple[str, tuple[str, str], dict[str, str]]] = [
