@@ -8,7 +8,7 @@ the forward pass and the straight-through estimator in the backward pass
 (quantization-aware training, Jacob et al. 2018; :func:`prunekit.fusion.prepare_qat_int8`),
 so the kept weights adapt to the pruned structure *and* to their int8 rounding at once.
 
-What is measured, per seed (``pretrained(seed)`` of :mod:`.contrasts._common`: the zoo's
+What is measured, per seed (``pretrained(seed)`` of :mod:`.contrasts.common`: the zoo's
 SmallCNN on 8x8 digits, trained from that seed) and per fraction ``s`` of filters removed
 (``sparsities``): L1-norm filter pruning of every convolution, ``s`` of each layer's filters
 (as :func:`prunekit.experiments.fusion.channel_pruned`), compacted; then three settings from
@@ -42,7 +42,7 @@ from prunekit import train
 from prunekit.fusion import convert_int8, freeze_qat, prepare_qat_int8, quantize_int8, state_dict_bytes
 
 from . import runner
-from .contrasts._common import GRID, accuracy, digits_loaders, pretrained, row
+from .contrasts.common import GRID, accuracy, digits_loaders, pretrained, row
 
 __all__ = ["CONFIG", "QUICK", "SETTINGS", "EXPERIMENT", "trial", "channel_prune", "calibration_batches"]
 

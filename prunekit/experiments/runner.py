@@ -211,7 +211,8 @@ class Result:
 
     def table(self, metrics: Sequence[str] | None = None, fmt: str | Mapping[str, str] = "{:.3f}",
               where: Mapping[str, Any] | None = None) -> str:
-        """A Markdown table of the summary: key columns, then ``mean ± std`` per metric.
+        """A Markdown table of the summary: key columns, then ``mean ± std`` per metric, and
+        a line saying over how many seeds.
 
         ``fmt`` is one format for all metrics or a ``{metric: format}`` mapping; ``where``
         keeps the rows whose key columns have the given values."""
@@ -220,7 +221,7 @@ class Result:
             self._check_metric(m)
         keys = [k for k in self.experiment.keys if not where or k not in where]
         n = len(self.trials)
-        head = keys + [f"{m} (mean ± std, {n} seeds)" for m in metrics]
+        head = keys + [m.replace("_", " ") for m in metrics]
         lines = ["| " + " | ".join(head) + " |",
                  "|" + "|".join(["---"] * len(keys) + ["---:"] * len(metrics)) + "|"]
         for row in self.summary():
@@ -231,7 +232,7 @@ class Result:
                 f = fmt.get(m, "{:.3f}") if isinstance(fmt, Mapping) else fmt
                 cells.append(row[m].format(f))
             lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+        return "\n".join(lines) + f"\n\nMean ± standard deviation over {n} seed{'s' * (n != 1)}."
 
     def same_as(self, other: "Result | Mapping[int, Rows]") -> bool:
         """Whether both hold the same rows for the seeds they share (``noisy`` metrics ignored)."""

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from prunekit.experiments import runner
-from prunekit.experiments.contrasts import GRID, _common, allocation as A
+from prunekit.experiments.contrasts import GRID, common, allocation as A
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def _counts(masks):
 
 @pytest.mark.parametrize("s", [*GRID, 0.98])
 def test_uniform_prunes_every_layer_alike(s):
-    counts = _counts(A.prune_with(_common.pretrained(0), "uniform", s))
+    counts = _counts(A.prune_with(common.pretrained(0), "uniform", s))
     for removed, n in counts.values():
         assert abs(removed - s * n) <= 0.5 + 1e-9    # within one weight: round(s * n)
 
@@ -40,7 +40,7 @@ def test_uniform_prunes_every_layer_alike(s):
 @pytest.mark.parametrize("setting", ["global magnitude", "LAMP"])
 @pytest.mark.parametrize("s", [*GRID, 0.98])
 def test_global_removes_exactly_round_s_n(setting, s):
-    counts = _counts(A.prune_with(_common.pretrained(0), setting, s))
+    counts = _counts(A.prune_with(common.pretrained(0), setting, s))
     total = sum(n for _, n in counts.values())
     assert sum(r for r, _ in counts.values()) == round(s * total)
 
@@ -62,8 +62,8 @@ def _erk_by_hand(shapes, density):
 
 @pytest.mark.parametrize("s", [*GRID, 0.95, 0.98])
 def test_erk_densities_follow_the_formula(s):
-    counts = _counts(A.prune_with(_common.pretrained(0), "ERK", s))
-    shapes = {n: tuple(p.shape) for n, p in _common.pretrained(0).named_parameters() if n in counts}
+    counts = _counts(A.prune_with(common.pretrained(0), "ERK", s))
+    shapes = {n: tuple(p.shape) for n, p in common.pretrained(0).named_parameters() if n in counts}
     assert list(shapes) == list(counts)
     expected = _erk_by_hand(shapes, 1 - s)
     for n, (removed, k) in counts.items():

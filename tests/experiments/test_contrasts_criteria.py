@@ -6,7 +6,7 @@ import torch
 import prunekit as pk
 from prunekit.experiments import runner
 from prunekit.experiments.contrasts import GRID, criteria
-from prunekit.experiments.contrasts._common import pretrained
+from prunekit.experiments.contrasts.common import pretrained
 
 
 class NoData:

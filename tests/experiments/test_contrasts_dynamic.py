@@ -8,7 +8,7 @@ from torch import nn
 
 from prunekit.experiments import runner
 from prunekit.experiments.contrasts import GRID, dynamic
-from prunekit.experiments.contrasts._common import digits_loaders, pretrained
+from prunekit.experiments.contrasts.common import digits_loaders, pretrained
 from prunekit.experiments.when import fbs_gated, static_channels
 from prunekit.methods import ChannelGate
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from prunekit.experiments import runner
-from prunekit.experiments.contrasts import GRID, _common, granularity as G
+from prunekit.experiments.contrasts import GRID, common, granularity as G
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_quick_run_has_grid_and_both_sides(quick):
 
 def test_equal_parameter_count_and_macs(quick):
     rows = {(r["setting"], r["sparsity"]): r for r in quick.trials[0]}
-    n = sum(math.prod(s) for s in G.prunable(_common.pretrained(0)).values())
+    n = sum(math.prod(s) for s in G.prunable(common.pretrained(0)).values())
     for s in GRID:
         st, un = rows["structured", s], rows["unstructured", s]
         # the unstructured side removes exactly what the structured side removed
@@ -40,7 +40,7 @@ def test_equal_parameter_count_and_macs(quick):
 
 @pytest.mark.parametrize("s", [0.3, *GRID, 0.95])
 def test_widths_within_one_channel_of_target(s):
-    shapes = G.prunable(_common.pretrained(0))
+    shapes = G.prunable(common.pretrained(0))
     widths = G.channel_widths(shapes, G.CONFIG["pruned"], s)
     dense = G.chain_params(shapes, {})
     gap = abs(G.chain_params(shapes, widths) - (1 - s) * dense)
@@ -53,8 +53,8 @@ def test_widths_within_one_channel_of_target(s):
 
 
 def test_structured_and_unstructured_models():
-    dense = _common.pretrained(0)
-    x = torch.cat([b for b, _ in _common.digits_loaders()[1]])[:8]
+    dense = common.pretrained(0)
+    x = torch.cat([b for b, _ in common.digits_loaders()[1]])[:8]
     shapes = G.prunable(dense)
     widths = G.channel_widths(shapes, G.CONFIG["pruned"], 0.7)
     small = G.structured(dense, widths, x[:1])

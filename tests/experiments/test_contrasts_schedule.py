@@ -5,7 +5,7 @@ import pytest
 import prunekit as pk
 from prunekit.experiments import runner
 from prunekit.experiments.contrasts import GRID, schedule
-from prunekit.experiments.contrasts._common import pretrained
+from prunekit.experiments.contrasts.common import pretrained
 from prunekit.schedules import iterative
 
 

@@ -12,7 +12,7 @@ from torch import nn
 import prunekit as pk
 from prunekit.experiments import runner
 from prunekit.experiments.contrasts import GRID, scratch
-from prunekit.experiments.contrasts._common import pretrained
+from prunekit.experiments.contrasts.common import pretrained
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import prunekit as pk
 from prunekit import train
 from prunekit.experiments import runner
 from prunekit.experiments.contrasts import GRID, weights
-from prunekit.experiments.contrasts._common import digits_loaders
+from prunekit.experiments.contrasts.common import digits_loaders
 
 EQUAL_BUDGET = ("at init: SNIP", "at init: random ERK", "after training: magnitude")
 

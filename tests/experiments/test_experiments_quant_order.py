@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from prunekit.experiments import quant_order, runner
-from prunekit.experiments.contrasts._common import pretrained
+from prunekit.experiments.contrasts.common import pretrained
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 

@@ -71,7 +71,8 @@ def test_summary_mean_and_spread(tmp_path):
         ("a", 0.5), ("a", 0.9), ("b", 0.5), ("b", 0.9)]
     table = r.table(["value"], where={"sparsity": 0.9})
     lines = table.splitlines()
-    assert len(lines) == 4 and "3 seeds" in lines[0] and lines[2].startswith("| a | ")
+    assert len(lines) == 6 and lines[0] == "| setting | value |" and lines[2].startswith("| a | ")
+    assert lines[-1] == "Mean ± standard deviation over 3 seeds."
     assert st.format() in lines[3] and st.format("{:.2f}") == f"{st.mean:.2f} ± {st.std:.2f}"
     assert Stat.of([1.0]) == Stat(1.0, 0.0, 1)
 

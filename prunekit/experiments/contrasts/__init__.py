@@ -11,7 +11,7 @@ it leaves out is a reference outside the comparison, such as the dense network).
 from __future__ import annotations
 
 from . import allocation, criteria, dynamic, granularity, schedule, scratch, transfer, weights
-from ._common import GRID
+from .common import GRID
 
 __all__ = ["GRID", "PAIRS"]
 

@@ -59,7 +59,7 @@ from prunekit import train
 from prunekit.allocation import erk, to_sparsity
 
 from .. import runner
-from ._common import GRID, accuracy, fine_tune, pretrained, row
+from .common import GRID, accuracy, fine_tune, pretrained, row
 
 __all__ = ["CONFIG", "QUICK", "SETTINGS", "SIDES", "SIDE_OF", "EXPERIMENT", "trial", "prune_with",
            "layer_densities"]

@@ -14,7 +14,7 @@ data-free criteria matter when data are private or unavailable (post-training, a
 initialisation), where SynFlow stays competitive.
 
 **What is measured.** Per seed, the zoo's digits CNN trained from that seed
-(:func:`._common.pretrained`); for each sparsity of :data:`GRID` plus 0.95, unstructured
+(:func:`.common.pretrained`); for each sparsity of :data:`GRID` plus 0.95, unstructured
 *global* pruning of the conv and linear weights with
 
 * data-free: ``magnitude`` (|w|) and ``synflow`` (Tanaka et al.'s Algorithm 1, iterative
@@ -54,7 +54,7 @@ from prunekit import train
 from prunekit.methods import prune_synflow
 
 from .. import runner
-from ._common import GRID, accuracy, digits_loaders, fine_tune, pretrained, row
+from .common import GRID, accuracy, digits_loaders, fine_tune, pretrained, row
 
 __all__ = ["CONFIG", "DATA_DRIVEN", "DATA_FREE", "EXPERIMENT", "QUICK", "SIDES", "SIDE_OF", "layer_sparsity", "prune_with",
            "score_batches", "trial"]

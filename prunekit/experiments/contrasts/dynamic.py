@@ -16,7 +16,7 @@ and they are scaled by their saliency; the static side is L1-norm filter pruning
 (Li et al. 2017, ICLR) of the same convs, compacted into a smaller dense network.
 
 **What is measured.** The zoo's SmallCNN on 8x8 digits, pretrained from each seed
-(:func:`~prunekit.experiments.contrasts._common.pretrained`). For every target ``s`` in
+(:func:`~prunekit.experiments.contrasts.common.pretrained`). For every target ``s`` in
 :data:`GRID` -- the fraction of the convolutions' multiply-accumulates (MACs) removed -- one
 keep rate ``keep`` (the same fraction of output channels in every conv) is chosen so that both
 sides compute the same channel counts per conv and the conv MACs removed are as close to ``s``
@@ -57,7 +57,7 @@ from prunekit.methods.runtime.gating import gated_channels, kept_count
 
 from .. import runner
 from ..when import fbs_gated, static_channels
-from ._common import GRID, accuracy, digits_loaders, pretrained, row
+from .common import GRID, accuracy, digits_loaders, pretrained, row
 
 __all__ = ["CONFIG", "EXPERIMENT", "QUICK", "SIDES", "SIDE_OF", "choose_keep", "conv_macs",
            "dynamic_conv_macs", "trial"]

@@ -31,7 +31,7 @@ weights come as close to ``(1 - s)`` of the dense count as whole channels allow
 channels, then the best combination of the neighbouring whole channel counts); the achieved
 sparsity is reported (``achieved_sparsity``) and the unstructured side prunes exactly that many
 weights. Both sides are then fine-tuned for the same ``finetune_steps`` Adam steps on the same
-batches (:func:`prunekit.experiments.contrasts._common.fine_tune`).
+batches (:func:`prunekit.experiments.contrasts.common.fine_tune`).
 
 **Metrics** per setting and sparsity: ``accuracy`` (after fine-tuning), ``accuracy_pruned``
 (before), ``achieved_sparsity``, ``params`` (non-zero prunable weights: equal on both sides by
@@ -67,7 +67,7 @@ import prunekit as pk
 from prunekit import metrics, train
 
 from .. import runner
-from ._common import GRID, accuracy, digits_loaders, fine_tune, pretrained, row
+from .common import GRID, accuracy, digits_loaders, fine_tune, pretrained, row
 
 __all__ = ["CONFIG", "QUICK", "SIDES", "SIDE_OF", "EXPERIMENT", "trial", "channel_widths",
            "chain_params", "prunable", "structured", "unstructured"]

@@ -14,7 +14,7 @@ retrains the network once per round); one-shot is enough at moderate sparsity an
 choice when retraining is too expensive.
 
 **What is measured.** Per seed, the zoo's digits CNN trained from that seed
-(:func:`._common.pretrained`), then for each sparsity of :data:`GRID` plus 0.95 and 0.98:
+(:func:`.common.pretrained`), then for each sparsity of :data:`GRID` plus 0.95 and 0.98:
 
 * ``one-shot``: global magnitude pruning to the target, then ``finetune_steps`` (T) steps;
 * ``iterative (k rounds)``: k rounds of global magnitude pruning on the geometric schedule of
@@ -51,7 +51,7 @@ from prunekit.methods import GradualPruner
 from prunekit.schedules import iterative
 
 from .. import runner
-from ._common import GRID, accuracy, digits_loaders, pretrained, row
+from .common import GRID, accuracy, digits_loaders, pretrained, row
 
 __all__ = ["CONFIG", "EXPERIMENT", "QUICK", "SIDES", "SIDE_OF", "gradual", "iterative_prune", "one_shot",
            "pruned_fraction", "round_steps", "trial"]

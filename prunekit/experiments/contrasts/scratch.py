@@ -59,7 +59,7 @@ import prunekit as pk
 from prunekit import models, train, zoo
 
 from .. import runner
-from ._common import GRID, MODEL, accuracy, digits_loaders, pretrained, row
+from .common import GRID, MODEL, accuracy, digits_loaders, pretrained, row
 from .weights import StepCounter, train_counted
 
 __all__ = ["CONFIG", "EXPERIMENT", "LAYERS", "QUICK", "SETTINGS", "SIDES", "SIDE_OF",

@@ -14,7 +14,7 @@ movement pruning (Sanh et al. 2020) beat magnitude when fine-tuning.
 
 **What is measured.** Upstream: the zoo's SmallCNN (16-32-64, BatchNorm) trained on the
 procedural 32x32 RGB shapes (``cnn-shapes``, its recipe from each seed:
-:func:`~prunekit.experiments.contrasts._common.pretrained`). Downstream: scikit-learn's 8x8
+:func:`~prunekit.experiments.contrasts.common.pretrained`). Downstream: scikit-learn's 8x8
 digits upsampled (bilinear) to 32x32, pixels in [0, 1] like the shapes', replicated to 3
 channels (:func:`digits32_tensors`; 1347 training, 450 test images). Transfer = a new, randomly
 initialised last Linear layer (the same one in every setting of a seed) and ``steps`` Adam
@@ -58,7 +58,7 @@ import prunekit as pk
 from prunekit import data, models, train, zoo
 
 from .. import runner
-from ._common import GRID, accuracy, pretrained, row
+from .common import GRID, accuracy, pretrained, row
 
 __all__ = ["CONFIG", "EXPERIMENT", "QUICK", "SIDES", "SIDE_OF", "BACKBONE", "digits32_loaders",
            "digits32_tensors", "new_head", "prune_downstream", "prune_upstream", "trial",

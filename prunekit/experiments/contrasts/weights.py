@@ -57,7 +57,7 @@ from prunekit import models, train, zoo
 from prunekit.methods import prune_random
 
 from .. import runner
-from ._common import GRID, MODEL, accuracy, digits_loaders, pretrained, row
+from .common import GRID, MODEL, accuracy, digits_loaders, pretrained, row
 
 __all__ = ["CONFIG", "EXPERIMENT", "QUICK", "SETTINGS", "SIDES", "SIDE_OF", "StepCounter",
            "fresh", "layer_density", "mask_at_init", "train_counted", "trial"]
