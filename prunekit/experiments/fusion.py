@@ -61,7 +61,7 @@ from prunekit.methods.learned.search_space import SearchSpace
 
 from . import cli, load_results
 
-__all__ = ["CONFIG", "QUICK", "RESULTS", "deep_compression", "order", "int8", "kd_finetune",
+__all__ = ["CONFIG", "QUICK", "RESULTS", "deep_compression", "order", "int8", "kd_finetune", "l1_channels",
            "kd", "decomposition", "decompose", "tucker_ranks", "nas", "load", "main", "run",
            "pruned_bits", "bits_of"]
 
@@ -240,18 +240,22 @@ def int8(cfg: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     return out
 
 
-def channel_pruned(dense: nn.Module, cfg: dict[str, Any], seed: int = 0) -> nn.Module:
-    """``dense`` with ``int8_channel_ratio`` of every conv's filters removed (L1 norm),
-    compacted and fine-tuned for ``int8_finetune_steps`` steps."""
-    train_loader, test_loader = data.digits()
-    x1 = next(iter(test_loader))[0][:1]
-    m = copy.deepcopy(dense)
+def l1_channels(model: nn.Module, ratio: float) -> nn.Module:
+    """A compacted copy of ``model`` without ``ratio`` of every convolution's filters (L1 norm,
+    Li et al. 2017, each layer on its own), in eval mode."""
+    x1 = next(iter(data.digits()[1]))[0][:1]
+    m = copy.deepcopy(model)
     convs = [n + ".weight" for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)]
-    pk.apply_masks(m, pk.make_masks(pk.score(m, "l1_filter", include=convs),
-                                    cfg["int8_channel_ratio"], granularity="channel",
-                                    scope="layer", model=m))
-    m = pk.compact(m, x1)
-    train.fine_tune(m, train_loader, steps=cfg["int8_finetune_steps"], seed=seed)
+    pk.apply_masks(m, pk.make_masks(pk.score(m, "l1_filter", include=convs), ratio,
+                                    granularity="channel", scope="layer", model=m))
+    return pk.compact(m, x1).eval()
+
+
+def channel_pruned(dense: nn.Module, cfg: dict[str, Any], seed: int = 0) -> nn.Module:
+    """``dense`` with ``int8_channel_ratio`` of every conv's filters removed (:func:`l1_channels`)
+    and fine-tuned for ``int8_finetune_steps`` steps."""
+    m = l1_channels(dense, cfg["int8_channel_ratio"])
+    train.fine_tune(m, data.digits()[0], steps=cfg["int8_finetune_steps"], seed=seed)
     return m
 
 

@@ -11,7 +11,7 @@ so the kept weights adapt to the pruned structure *and* to their int8 rounding a
 What is measured, per seed (``pretrained(seed)`` of :mod:`.contrasts.common`: the zoo's
 SmallCNN on 8x8 digits, trained from that seed) and per fraction ``s`` of filters removed
 (``sparsities``): L1-norm filter pruning of every convolution, ``s`` of each layer's filters
-(as :func:`prunekit.experiments.fusion.channel_pruned`), compacted; then three settings from
+(:func:`prunekit.experiments.fusion.l1_channels`), compacted; then three settings from
 that same compacted network, with the same fine-tuning budget (``steps`` Adam steps,
 learning rate ``lr``, the same batches in the same order):
 
@@ -37,14 +37,14 @@ from typing import Any
 
 from torch import nn
 
-import prunekit as pk
 from prunekit import train
 from prunekit.fusion import convert_int8, freeze_qat, prepare_qat_int8, quantize_int8, state_dict_bytes
 
 from . import runner
+from .fusion import l1_channels
 from .contrasts.common import GRID, accuracy, digits_loaders, pretrained, row
 
-__all__ = ["CONFIG", "QUICK", "SETTINGS", "EXPERIMENT", "trial", "channel_prune", "calibration_batches"]
+__all__ = ["CONFIG", "QUICK", "SETTINGS", "EXPERIMENT", "trial", "calibration_batches"]
 
 #: The three settings, in table order.
 SETTINGS: tuple[str, str, str] = ("fp32", "prune → fine-tune → int8 (PTQ)", "prune → QAT fine-tune → int8")
@@ -60,17 +60,6 @@ CONFIG: dict[str, Any] = {
 }
 
 QUICK: dict[str, Any] = {"sparsities": [0.5], "steps": 10, "calibration_batches": 2}
-
-
-def channel_prune(model: nn.Module, sparsity: float) -> nn.Module:
-    """A compacted copy of ``model`` without ``sparsity`` of every convolution's filters
-    (L1 norm, each layer on its own)."""
-    m = copy.deepcopy(model)
-    x1 = next(iter(digits_loaders()[1]))[0][:1]
-    convs = [n + ".weight" for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)]
-    pk.apply_masks(m, pk.make_masks(pk.score(m, "l1_filter", include=convs), sparsity,
-                                    granularity="channel", scope="layer", model=m))
-    return pk.compact(m, x1).eval()
 
 
 def calibration_batches(n: int, seed: int) -> list:
@@ -96,7 +85,7 @@ def trial(cfg: dict[str, Any], seed: int) -> list[dict[str, Any]]:
     dense = pretrained(seed)
     rows = []
     for s in cfg["sparsities"]:
-        pruned = channel_prune(dense, s)
+        pruned = l1_channels(dense, s)
         fp32 = copy.deepcopy(pruned)
         _fine_tune(fp32, cfg, seed)
         ptq = quantize_int8(fp32, calibration_batches(cfg["calibration_batches"], seed), backend=cfg["backend"])

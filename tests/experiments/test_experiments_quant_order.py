@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.experiments import quant_order, runner
+from prunekit.experiments import fusion, quant_order, runner
 from prunekit.experiments.contrasts.common import pretrained
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
@@ -35,9 +35,10 @@ def test_quick_rows(quick):
     assert ptq["accuracy"] > 0.5                     # PTQ of a fine-tuned float model keeps it working
 
 
-def test_channel_prune_removes_the_filters():
+def test_l1_channels_removes_the_filters():
     dense = pretrained(0)
-    convs = [m.out_channels for m in quant_order.channel_prune(dense, 0.5).modules() if isinstance(m, nn.Conv2d)]
+    small = fusion.l1_channels(dense, 0.5)
+    convs = [m.out_channels for m in small.modules() if isinstance(m, nn.Conv2d)]
     assert convs == [m.out_channels // 2 for m in dense.modules() if isinstance(m, nn.Conv2d)]
 
 

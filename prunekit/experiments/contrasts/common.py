@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from ... import data, train, zoo
+from ... import train, zoo
 
 __all__ = ["GRID", "MODEL", "accuracy", "digits_loaders", "fine_tune", "pretrained", "row"]
 
