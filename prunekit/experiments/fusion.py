@@ -240,10 +240,11 @@ def int8(cfg: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     return out
 
 
-def l1_channels(model: nn.Module, ratio: float) -> nn.Module:
+def l1_channels(model: nn.Module, ratio: float, example: torch.Tensor | None = None) -> nn.Module:
     """A compacted copy of ``model`` without ``ratio`` of every convolution's filters (L1 norm,
-    Li et al. 2017, each layer on its own), in eval mode."""
-    x1 = next(iter(data.digits()[1]))[0][:1]
+    Li et al. 2017, each layer on its own), in eval mode; ``example`` is one input for
+    :func:`prunekit.compact` (default: a digits test image)."""
+    x1 = next(iter(data.digits()[1]))[0][:1] if example is None else example
     m = copy.deepcopy(model)
     convs = [n + ".weight" for n, mod in m.named_modules() if isinstance(mod, nn.Conv2d)]
     pk.apply_masks(m, pk.make_masks(pk.score(m, "l1_filter", include=convs), ratio,

@@ -59,6 +59,7 @@ from prunekit.methods.runtime.gating import saliency_l1
 from prunekit.schedules import iterative
 
 from . import cli, load_results
+from .fusion import l1_channels
 
 __all__ = [
     "CONFIG",
@@ -463,12 +464,7 @@ def static_channels(model: torch.nn.Module, keep: float, train_loader: Any, step
                     example: torch.Tensor) -> torch.nn.Module:
     """A copy of ``model`` with ``1 - keep`` of every conv's filters removed by L1 norm
     (per layer), compacted (``example``: one input), fine-tuned ``steps`` steps."""
-    static = copy.deepcopy(model)
-    convs = [n + ".weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    pk.apply_masks(static, pk.make_masks(pk.score(static, "l1_filter", include=convs),
-                                         1.0 - keep, granularity="channel", scope="layer",
-                                         model=static))
-    static = pk.compact(static, example)
+    static = l1_channels(model, 1.0 - keep, example)
     train.fine_tune(static, train_loader, steps=steps, seed=seed)
     return static
 
